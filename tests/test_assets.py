@@ -39,3 +39,10 @@ def test_download_into_cache(monkeypatch, tmp_path):
     path = assets.minilm_dir()
     assert path.is_relative_to(tmp_path)
     assert (path / "model.safetensors").stat().st_size > 80_000_000
+
+
+def test_hf_checkpoint_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-lmkit-test")
+    with pytest.raises(assets.AssetNotFoundError, match="Hugging Face"):
+        assets.hf_checkpoint("HuggingFaceTB/SmolLM2-135M-Instruct")
