@@ -1,0 +1,162 @@
+"""Absmax (symmetric) and zero-point (asymmetric) integer quantization, and group-wise round-to-nearest.
+
+Symmetric / absmax, ``b`` bits, ``q_max = 2^{b-1} - 1`` (127 for int8, 7 for int4):
+
+$$ s = \\frac{\\max|x|}{q_{max}}, \\quad q = \\mathrm{round}(x / s) \\in [-q_{max}, q_{max}], \\quad \\hat x = s\\,q $$
+
+Asymmetric / zero-point (``q`` in ``[0, 2^b - 1]``; the range is widened to contain 0 so that
+zero is exactly representable, the convention of GPTQ and of integer inference kernels):
+
+$$ s = \\frac{\\max(x, 0) - \\min(x, 0)}{2^b - 1}, \\quad z = \\mathrm{round}(-\\min(x,0)/s), \\quad
+   q = \\mathrm{clamp}(\\mathrm{round}(x/s) + z, 0, 2^b-1), \\quad \\hat x = s\\,(q - z) $$
+
+*Granularity* is which elements share one ``(s, z)``: the whole tensor (``"tensor"``), each row
+(``"row"``: per output channel of an ``(out, in)`` weight), each column (``"column"``) or each
+consecutive block of ``block_size`` elements along a row (``"block"`` = group-wise). Round-to-nearest
+(RTN) group-wise quantization, the baseline GPTQ and AWQ improve on, is ``"block"`` granularity:
+:func:`rtn_quantize` / :func:`rtn_fake_quantize`, with the per-group pieces :func:`minmax_params`,
+:func:`quantize_to_grid` and :func:`dequantize_grid` usable on their own. A round-to-nearest error is
+at most half a step: ``|x - x̂| <= s / 2``.
+
+Rows not divisible by ``block_size`` are *rejected* (``ValueError``), because a group must not
+straddle two rows.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lmkit.quant.base import QuantizedTensor, check_finite, pack_nibbles, register, unpack_nibbles
+
+GRANULARITIES = ("tensor", "row", "column", "block")
+
+
+def minmax_params(x: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero-point for each group along the LAST dim of ``x`` (..., n) -> two (..., 1) tensors.
+
+    Symmetric: ``zero = 0``. A group of all zeros gets scale 1 (any scale reconstructs zeros).
+    """
+    _check_bits(bits)
+    if symmetric:
+        qmax = 2 ** (bits - 1) - 1
+        scale = x.abs().amax(dim=-1, keepdim=True) / qmax
+        zero = torch.zeros_like(scale)
+    else:
+        lo = x.amin(dim=-1, keepdim=True).clamp(max=0)
+        hi = x.amax(dim=-1, keepdim=True).clamp(min=0)
+        scale = (hi - lo) / (2**bits - 1)
+        zero = torch.round(-lo / torch.where(scale > 0, scale, torch.ones_like(scale)))
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return scale, zero
+
+
+def quantize_to_grid(
+    x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, symmetric: bool
+) -> torch.Tensor:
+    """Integer codes (as float) of ``x`` on the grid ``(scale, zero)``: round to nearest, then clamp."""
+    if symmetric:
+        qmax = 2 ** (bits - 1) - 1
+        return torch.clamp(torch.round(x / scale), -qmax, qmax)
+    return torch.clamp(torch.round(x / scale) + zero, 0, 2**bits - 1)
+
+
+def dequantize_grid(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """``x̂ = scale * (q - zero)``."""
+    return scale * (q.float() - zero)
+
+
+def _check_bits(bits: int) -> None:
+    if not isinstance(bits, int) or not 2 <= bits <= 8:
+        raise ValueError(f"bits must be an integer in 2..8, got {bits!r}")
+
+
+def _groups(w: torch.Tensor, granularity: str, block_size: int) -> torch.Tensor:
+    """View ``w`` as (n_groups, group_len): each row of the result shares one scale."""
+    if granularity == "tensor":
+        return w.reshape(1, -1)
+    if w.dim() != 2:
+        raise ValueError(f"granularity {granularity!r} needs a 2-D (out, in) tensor, got shape {tuple(w.shape)}")
+    if granularity == "row":
+        return w
+    if granularity == "column":
+        return w.t()
+    if granularity == "block":
+        if block_size < 1 or w.shape[1] % block_size:
+            raise ValueError(
+                f"row length {w.shape[1]} is not divisible by block_size {block_size}; pick a divisor "
+                "(blocks never straddle rows)"
+            )
+        return w.reshape(-1, block_size)
+    raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+
+
+def quantize_int(
+    w: torch.Tensor,
+    bits: int = 8,
+    symmetric: bool = True,
+    granularity: str = "tensor",
+    block_size: int = 64,
+) -> QuantizedTensor:
+    """Absmax (``symmetric=True``) or zero-point quantization of ``w`` at ``bits`` bits.
+
+    Codes are stored as int8 (symmetric) / uint8 (asymmetric), two per byte when ``bits == 4``;
+    scales and zero-points as float32, one per group.
+    """
+    check_finite(w, "weight")
+    _check_bits(bits)
+    g = _groups(w.detach().float(), granularity, block_size)  # (G, n)
+    scale, zero = minmax_params(g, bits, symmetric)
+    q = quantize_to_grid(g, scale, zero, bits, symmetric)
+    codes = q.to(torch.int8 if symmetric else torch.uint8)
+    if bits == 4:  # two per byte; symmetric codes are offset by 8 into 0..15 first
+        codes = pack_nibbles((q + 8 if symmetric else q).to(torch.uint8))
+    tensors = {"codes": codes.reshape(-1), "scale": scale.reshape(-1)}
+    if not symmetric:
+        tensors["zero"] = zero.reshape(-1).to(torch.uint8)
+    meta = {"bits": bits, "symmetric": symmetric, "granularity": granularity, "block_size": block_size}
+    return QuantizedTensor("absmax", tuple(w.shape), tensors, meta)
+
+
+def dequantize_int(q: QuantizedTensor) -> torch.Tensor:
+    """Float32 tensor of ``q`` (from :func:`quantize_int`), original shape."""
+    m = q.meta
+    codes = q.tensors["codes"]
+    if m["bits"] == 4:
+        codes = unpack_nibbles(codes).float() - (8 if m["symmetric"] else 0)
+    n_groups = q.tensors["scale"].numel()
+    codes = codes.float().reshape(n_groups, -1)
+    zero = q.tensors["zero"].float()[:, None] if "zero" in q.tensors else torch.zeros(n_groups, 1)
+    w = dequantize_grid(codes, q.tensors["scale"][:, None], zero.to(codes.device))
+    if m["granularity"] == "column":
+        return w.t().contiguous().reshape(q.shape)
+    return w.reshape(q.shape)
+
+
+def quantize_absmax(
+    w: torch.Tensor, bits: int = 8, granularity: str = "tensor", block_size: int = 64
+) -> QuantizedTensor:
+    """Symmetric absmax quantization (see module docstring)."""
+    return quantize_int(w, bits, True, granularity, block_size)
+
+
+def quantize_zeropoint(
+    w: torch.Tensor, bits: int = 8, granularity: str = "tensor", block_size: int = 64
+) -> QuantizedTensor:
+    """Asymmetric zero-point quantization (see module docstring)."""
+    return quantize_int(w, bits, False, granularity, block_size)
+
+
+def rtn_quantize(w: torch.Tensor, bits: int = 4, group_size: int = 128, symmetric: bool = False) -> QuantizedTensor:
+    """Group-wise round-to-nearest: every ``group_size`` consecutive inputs of a row share a scale (and zero)."""
+    return quantize_int(w, bits, symmetric, "block", group_size)
+
+
+def rtn_fake_quantize(w: torch.Tensor, bits: int = 4, group_size: int = 128, symmetric: bool = False) -> torch.Tensor:
+    """Quantize-then-dequantize ``w`` (out, in) group-wise: the float weight an RTN model really computes with."""
+    check_finite(w, "weight")
+    g = _groups(w.detach().float(), "block", group_size)
+    scale, zero = minmax_params(g, bits, symmetric)
+    return dequantize_grid(quantize_to_grid(g, scale, zero, bits, symmetric), scale, zero).reshape(w.shape)
+
+
+register("absmax", dequantize_int)

@@ -1,0 +1,262 @@
+"""GPTQ: post-training quantization of one linear layer using second-order information.
+
+Frantar, Ashkboos, Hoefler and Alistarh, *GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
+Transformers* (arXiv 2210.17323). For one layer with weight ``W`` (d_row, d_col) and calibration inputs ``X``
+(d_col, N) the problem is
+
+    argmin_Q ||W X - Q X||_F^2,   every entry of Q on the row's b-bit grid.
+
+The loss is a quadratic form in each row with the same Hessian ``H = 2 X X^T`` (d_col, d_col). Optimal Brain
+Quantization (OBQ, :mod:`lmkit.quant.obq`) quantizes one weight at a time, greedily picking the weight ``q`` of a row
+whose rounding hurts least and moving the still-free weights ``F`` of that row to compensate,
+
+    delta_F = -(w_q - quant(w_q)) / [H_F^-1]_qq * (H_F^-1)_{:, q},
+
+then removes ``q`` from the inverse Hessian with one step of Gaussian elimination: O(d_row * d_col^3) per layer.
+GPTQ makes three changes:
+
+1. **Arbitrary order.** Quantize the columns in the same order for every row. All rows then share the sequence of
+   inverse Hessians, which is computed once instead of d_row times: O(d_col^3 + d_row * d_col^2).
+2. **Lazy batch updates.** Quantize a block of B = 128 columns, applying each column's correction only inside the
+   block, and update the rest of the matrix once per block with one matrix product. The FLOPs are the same; the work
+   becomes a few large matmuls instead of d_col memory-bound rank-1 updates (better use of memory bandwidth).
+3. **Cholesky reformulation.** The rows of the successive inverse Hessians the algorithm needs are exactly the rows of
+   the upper Cholesky factor of ``H^-1``, so one Cholesky decomposition replaces the repeated elimination steps, whose
+   rounding errors accumulate on large layers. Dampening (``H + lambda I`` with lambda = 1% of the mean diagonal)
+   keeps the factorisation stable.
+
+Inputs that never fire (a zero on the Hessian's diagonal) carry no information: like the reference implementation we
+set ``H_ii = 1`` and zero the matching weight column, which makes ``H`` invertible without changing ``W X``.
+
+The grid (a scale and a zero point per row and per group of ``group_size`` columns) is the round-to-nearest grid of
+:mod:`lmkit.quant.absmax`; GPTQ only decides which grid point each weight goes to and how the others compensate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lmkit.quant.absmax import dequantize_grid, minmax_params, quantize_to_grid
+from lmkit.quant.base import QuantizedTensor, pack_nibbles, register, unpack_nibbles
+
+
+class InputStats:
+    """Running statistics of a linear layer's inputs: the GPTQ Hessian and AWQ's mean magnitude per channel.
+
+    ``hessian`` is ``2 / N * sum_n x_n x_n^T`` over the N rows seen so far (the mean keeps its scale independent of
+    the amount of calibration data; a constant factor changes neither GPTQ's nor AWQ's answer). ``mean_abs`` is
+    ``mean_n |x_n|``, AWQ's activation salience.
+    """
+
+    def __init__(self, d_in: int) -> None:
+        self.d_in = d_in
+        self.n = 0
+        self.hessian = torch.zeros(d_in, d_in)  # (d_in, d_in)
+        self.mean_abs = torch.zeros(d_in)  # (d_in,)
+
+    def add(self, x: torch.Tensor) -> None:
+        """Accumulate a batch of inputs ``x`` of shape (..., d_in)."""
+        if x.shape[-1] != self.d_in:
+            raise ValueError(f"expected inputs with last dimension {self.d_in}, got shape {tuple(x.shape)}")
+        x = x.detach().reshape(-1, self.d_in).float().cpu()  # (m, d_in)
+        m = x.shape[0]
+        total = self.n + m
+        self.hessian.mul_(self.n / total).addmm_(x.T, x, alpha=2.0 / total)
+        self.mean_abs.mul_(self.n / total).add_(x.abs().sum(0), alpha=1.0 / total)
+        self.n = total
+
+
+@dataclass
+class GroupQuantized:
+    """A weight on a group-wise integer grid: the result of GPTQ, of AWQ and of round-to-nearest here.
+
+    ``weight`` is the dequantized matrix (what the layer computes with); ``codes``, ``scale``, ``zero`` and
+    ``group_index`` are its compact form: ``weight[:, j] = scale[:, g] * (codes[:, j] - zero[:, g])`` with
+    ``g = group_index[j]`` (the grid of :func:`lmkit.quant.absmax.minmax_params`). The last group may be shorter
+    (576 inputs at group size 128), and with GPTQ's act-order the groups are not contiguous. For GPTQ, ``loss`` is
+    ``sum_q (w_q - quant(w_q))^2 / (2 [H_F^-1]_qq)``, the increase of ``||WX - QX||^2 / N`` the OBS formula
+    predicts at each step (with the dampened Hessian), and ``permutation`` the act-order column order.
+    """
+
+    weight: torch.Tensor  # (d_row, d_col) dequantized, original column order
+    codes: torch.Tensor  # (d_row, d_col) uint8 in [0, 2^b - 1] (asymmetric) or int8 in [-q_max, q_max]
+    scale: torch.Tensor  # (d_row, n_groups)
+    zero: torch.Tensor  # (d_row, n_groups) (zeros when symmetric)
+    group_index: torch.Tensor  # (d_col,) long: the group of each column
+    bits: int
+    symmetric: bool
+    loss: float | None = None
+    permutation: torch.Tensor | None = None  # (d_col,) processing order with act_order
+
+    def to_quantized_tensor(self) -> QuantizedTensor:
+        """The packed form (:class:`lmkit.quant.base.QuantizedTensor`, method ``"group"``): two 4-bit codes per byte."""
+        codes = self.codes
+        if self.symmetric:
+            codes = (codes.to(torch.int16) + 2 ** (self.bits - 1)).to(torch.uint8)  # shift into 0..2^b - 1
+        packed = pack_nibbles(codes) if self.bits == 4 and codes.numel() % 2 == 0 else codes.reshape(-1)
+        tensors = {"codes": packed, "scale": self.scale.float(), "zero": self.zero.float(),
+                   "group_index": self.group_index.to(torch.int32)}
+        meta = {"bits": self.bits, "symmetric": self.symmetric, "nibbles": packed.numel() != codes.numel()}
+        return QuantizedTensor("group", tuple(self.weight.shape), tensors, meta)
+
+
+def dequantize_group(q: QuantizedTensor) -> torch.Tensor:
+    """Float32 weight of a ``"group"`` :class:`QuantizedTensor` (see :meth:`GroupQuantized.to_quantized_tensor`)."""
+    codes = q.tensors["codes"]
+    codes = (unpack_nibbles(codes) if q.meta["nibbles"] else codes).reshape(q.shape).float()
+    if q.meta["symmetric"]:
+        codes = codes - 2 ** (q.meta["bits"] - 1)
+    g = q.tensors["group_index"].long()
+    return dequantize_grid(codes, q.tensors["scale"][:, g], q.tensors["zero"][:, g])
+
+
+register("group", dequantize_group)
+
+
+def _code_dtype(symmetric: bool) -> torch.dtype:
+    return torch.int8 if symmetric else torch.uint8
+
+
+def rtn_groupwise(
+    weight: torch.Tensor, bits: int = 4, group_size: int | None = 128, symmetric: bool = False
+) -> GroupQuantized:
+    """Round-to-nearest, ``group_size`` consecutive inputs of a row per grid; a shorter last group is allowed.
+
+    The same grid as :func:`lmkit.quant.absmax.rtn_fake_quantize` (its pieces are used here), which requires the
+    row length to be a multiple of the group size; SmolLM2's 576 inputs at group size 128 are not.
+    """
+    if weight.ndim != 2:
+        raise ValueError(f"weight must be 2-D (d_row, d_col), got shape {tuple(weight.shape)}")
+    d_row, d_col = weight.shape
+    group = d_col if group_size is None else group_size
+    if group < 1:
+        raise ValueError(f"group_size must be positive or None, got {group_size}")
+    w = weight.detach().float()
+    scales, zeros, codes, deq = [], [], [], []
+    for start in range(0, d_col, group):
+        piece = w[:, start : start + group]  # (d_row, <= group)
+        s, z = minmax_params(piece, bits, symmetric)  # (d_row, 1) each
+        c = quantize_to_grid(piece, s, z, bits, symmetric)
+        scales.append(s), zeros.append(z), codes.append(c), deq.append(dequantize_grid(c, s, z))
+    return GroupQuantized(
+        weight=torch.cat(deq, 1).to(weight.dtype),
+        codes=torch.cat(codes, 1).to(_code_dtype(symmetric)),
+        scale=torch.cat(scales, 1),
+        zero=torch.cat(zeros, 1),
+        group_index=torch.arange(d_col) // group,
+        bits=bits,
+        symmetric=symmetric,
+    )
+
+
+def prepare_hessian(weight: torch.Tensor, hessian: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor, ...]:
+    """Handle dead inputs and dampen: return ``(W, H)`` ready for the Cholesky factorisation.
+
+    Columns whose input is always zero (``H_ii == 0``) get ``H_ii = 1`` and ``W[:, i] = 0`` (their value never
+    reaches the output). Then ``lambda = damp * mean(diag H)`` is added to the diagonal.
+    """
+    if hessian.shape != (weight.shape[1], weight.shape[1]):
+        raise ValueError(f"hessian must be ({weight.shape[1]}, {weight.shape[1]}), got {tuple(hessian.shape)}")
+    if not 0.0 <= damp < 1.0:
+        raise ValueError(f"damp must be in [0, 1), got {damp}")
+    dtype = torch.promote_types(weight.dtype, torch.float32)
+    W = weight.detach().to(dtype).clone()  # (d_row, d_col)
+    H = hessian.detach().to(dtype).clone()  # (d_col, d_col)
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    H.diagonal().add_(damp * torch.diag(H).mean())
+    return W, H
+
+
+def inverse_hessian_cholesky(H: torch.Tensor) -> torch.Tensor:
+    """Upper Cholesky factor ``U`` of ``H^-1`` (``H^-1 = U^T U``), computed as GPTQ does.
+
+    Row ``i`` of ``U`` (from column ``i`` on), times ``U_ii``, is row ``i`` of ``H_F^-1``, the inverse Hessian of the
+    columns ``F = i..d_col-1`` still free after columns ``0..i-1`` were quantized, and ``U_ii^2 = [H_F^-1]_ii``; so the
+    OBS update ``(w_i - q_i) / [H_F^-1]_ii * (H_F^-1)_{i,:}`` is ``(w_i - q_i) / U_ii * U[i, i:]``. GPTQ's third step.
+    """
+    L = torch.linalg.cholesky(H)  # (d, d) lower, H = L L^T
+    H_inv = torch.cholesky_inverse(L)  # (d, d)
+    return torch.linalg.cholesky(H_inv, upper=True)  # (d, d) upper
+
+
+def gptq_quantize(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    bits: int = 4,
+    group_size: int | None = 128,
+    symmetric: bool = False,
+    block_size: int = 128,
+    act_order: bool = False,
+    damp: float = 0.01,
+) -> GroupQuantized:
+    """Quantize ``weight`` (d_row, d_col) with GPTQ given the Hessian ``2 X X^T / N`` (d_col, d_col) of its inputs.
+
+    ``group_size`` columns share a scale and zero point per row (``None``: one grid per row), chosen on the current
+    (already error-compensated) weights when the group's first column is reached. ``act_order`` processes columns in
+    order of decreasing ``H_ii`` (largest inputs first); groups are then formed in that order, so ``group_index`` is
+    not monotone. ``block_size`` only changes the order of floating-point work, not the result. Deterministic.
+    Computes in float32 (float64 if ``weight`` is float64); returns ``weight``'s dtype.
+    """
+    if weight.ndim != 2:
+        raise ValueError(f"weight must be 2-D (d_row, d_col), got shape {tuple(weight.shape)}")
+    if not 2 <= bits <= 8:
+        raise ValueError(f"bits must be in 2..8, got {bits}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    d_row, d_col = weight.shape
+    group = d_col if group_size is None else group_size
+    if group < 1:
+        raise ValueError(f"group_size must be positive or None, got {group_size}")
+    W, H = prepare_hessian(weight, hessian, damp)
+
+    perm = None
+    if act_order:
+        perm = torch.argsort(torch.diag(H), descending=True, stable=True)  # (d_col,)
+        W, H = W[:, perm], H[perm][:, perm]
+    U = inverse_hessian_cholesky(H)  # (d_col, d_col)
+
+    n_groups = -(-d_col // group)
+    Q = torch.zeros_like(W)  # (d_row, d_col) dequantized, processing order
+    scale = torch.zeros(d_row, n_groups, dtype=W.dtype)
+    zero = torch.zeros(d_row, n_groups, dtype=W.dtype)
+    loss = 0.0
+    for i1 in range(0, d_col, block_size):
+        i2 = min(i1 + block_size, d_col)
+        W1 = W[:, i1:i2].clone()  # (d_row, b) the block, updated column by column
+        E1 = torch.zeros_like(W1)  # (d_row, b) scaled errors, for the lazy update of the rest
+        U1 = U[i1:i2, i1:i2]  # (b, b)
+        for i in range(i2 - i1):
+            j = i1 + i
+            if j % group == 0:  # a new group starts: fit its grid on the current weights
+                g_end = min(j + group, d_col)
+                current = W1[:, i : i + g_end - j]  # (d_row, <= group) inside this block
+                if g_end > i2:  # the group reaches past the block: add this block's pending updates
+                    rest = W[:, i2:g_end] - E1[:, :i] @ U[i1:j, i2:g_end]
+                    current = torch.cat([current, rest], dim=1)
+                s, z = minmax_params(current, bits, symmetric)  # (d_row, 1) each
+                scale[:, j // group], zero[:, j // group] = s[:, 0], z[:, 0]
+                s, z = s[:, 0].to(W.dtype), z[:, 0].to(W.dtype)
+            w = W1[:, i]  # (d_row,)
+            q = dequantize_grid(quantize_to_grid(w, s, z, bits, symmetric), s, z).to(W.dtype)  # nearest grid point
+            err = (w - q) / U1[i, i]  # (d_row,)
+            W1[:, i:].addr_(err, U1[i, i:], alpha=-1.0)  # OBS update of the block's free columns
+            Q[:, j], E1[:, i] = q, err
+        loss += float((E1**2).sum()) / 2
+        W[:, i2:] -= E1 @ U[i1:i2, i2:]  # lazy batch update of everything after the block
+
+    group_index = torch.arange(d_col) // group  # (d_col,) in processing order
+    codes = quantize_to_grid(Q, scale[:, group_index], zero[:, group_index], bits, symmetric).to(_code_dtype(symmetric))
+    if perm is not None:
+        inverse = torch.argsort(perm)
+        Q, codes, group_index = Q[:, inverse], codes[:, inverse], group_index[inverse]
+    return GroupQuantized(Q.to(weight.dtype), codes, scale, zero, group_index, bits, symmetric, loss, perm)
+
+
+def layer_error(weight: torch.Tensor, quantized: torch.Tensor, hessian: torch.Tensor) -> float:
+    """``||W X - Q X||_F^2 / N`` computed from the Hessian ``2 X X^T / N``: ``tr(D H D^T) / 2`` with ``D = W - Q``."""
+    D = (weight - quantized).to(hessian.dtype)  # (d_row, d_col)
+    return float(((D @ hessian) * D).sum() / 2)

@@ -1,0 +1,321 @@
+"""Byte-level BPE (GPT-2, LLaMA-3, SmolLM2): training with an incremental pair count, encoding, GGUF loading.
+
+Text is first cut into pieces by a regex (:mod:`lmkit.tokenizers.pretokenize`); each piece becomes
+its UTF-8 bytes, so any string can be encoded with a base alphabet of only 256 symbols and there is
+never an unknown token. Training repeatedly merges the most frequent adjacent pair of symbols into a
+new symbol; encoding replays the learned merges, lowest rank (earliest learned) first.
+
+Vocabulary entries are stored, as in GPT-2's files and HF ``tokenizers``, in GPT-2's printable byte
+alphabet: ``"Ġthe"`` is the bytes ``b" the"``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lmkit.tokenizers.base import (
+    Tokenizer,
+    check_vocab_size,
+    resolve_allowed_special,
+    split_on_special,
+)
+from lmkit.tokenizers.pretokenize import PATTERNS, bytes_to_unicode, split_pieces, unicode_to_bytes
+
+Pair = tuple[int, int]
+
+
+def _patterns(pattern: str | Sequence[str]) -> tuple[str, ...]:
+    """A named pattern (``"gpt2"``, ``"gpt4"``, ``"smollm"``) or an explicit sequence of regexes."""
+    if isinstance(pattern, str):
+        if pattern not in PATTERNS:
+            raise ValueError(f"unknown pre-tokenizer {pattern!r}; known: {sorted(PATTERNS)} (or pass regexes)")
+        return PATTERNS[pattern]
+    return tuple(pattern)
+
+
+def learn_merges(words: list[list[int]], freqs: list[int], vocab: list[str], vocab_size: int) -> list[Pair]:
+    """Learn BPE merges with an incremental pair count; ``words`` and ``vocab`` are updated in place.
+
+    ``words[k]`` is the symbol-id sequence of a distinct pre-token seen ``freqs[k]`` times; ``vocab[i]``
+    is the string of symbol ``i``. The loop adds symbols until ``len(vocab) == vocab_size``.
+
+    Instead of recounting every pair of the corpus after each merge (cost ~ corpus size per merge),
+    we keep ``pair_counts`` (pair → weighted count) and ``where`` (pair → words containing it). Merging
+    ``(a, b)`` into ``ab`` only touches the words in ``where[(a, b)]``, and in each occurrence
+    ``x a b y`` only four counts change: ``(x, a)`` and ``(b, y)`` lose ``freq``, ``(x, ab)`` and
+    ``(ab, y)`` gain it. A max-heap keyed by ``(-count, pair)`` finds the best pair; entries whose count
+    went stale are re-pushed with the current count when they surface (counts of existing pairs only
+    ever decrease). Ties go to the smallest ``(a, b)`` ids, the rule of HF ``tokenizers``' BpeTrainer.
+    """
+    pair_counts: dict[Pair, int] = defaultdict(int)
+    where: dict[Pair, set[int]] = defaultdict(set)
+    for k, (word, freq) in enumerate(zip(words, freqs, strict=True)):
+        for pair in zip(word, word[1:], strict=False):
+            pair_counts[pair] += freq
+            where[pair].add(k)
+    heap = [(-count, pair) for pair, count in pair_counts.items()]
+    heapq.heapify(heap)
+    index = {token: i for i, token in enumerate(vocab)}
+    merges: list[Pair] = []
+    while len(vocab) < vocab_size and heap:
+        neg_count, pair = heapq.heappop(heap)
+        count = pair_counts.get(pair, 0)
+        if count <= 0:
+            continue
+        if -neg_count != count:  # stale entry: put it back with its current count
+            heapq.heappush(heap, (-count, pair))
+            continue
+        a, b = pair
+        token = vocab[a] + vocab[b]
+        new = index.get(token)
+        if new is None:  # two different pairs can spell the same string; the id is then shared
+            new = index[token] = len(vocab)
+            vocab.append(token)
+        merges.append(pair)
+        delta: dict[Pair, int] = defaultdict(int)
+        gained: dict[Pair, set[int]] = defaultdict(set)
+        for k in where.pop(pair):
+            word, freq = words[k], freqs[k]
+            i = 0
+            while i < len(word) - 1:
+                if word[i] == a and word[i + 1] == b:
+                    if i > 0:
+                        delta[(word[i - 1], a)] -= freq
+                        delta[(word[i - 1], new)] += freq
+                        gained[(word[i - 1], new)].add(k)
+                    if i + 2 < len(word):
+                        delta[(b, word[i + 2])] -= freq
+                        delta[(new, word[i + 2])] += freq
+                        gained[(new, word[i + 2])].add(k)
+                    word[i : i + 2] = [new]
+                i += 1
+        for p, d in delta.items():
+            pair_counts[p] += d
+        pair_counts.pop(pair)
+        for p, ks in gained.items():
+            where[p] |= ks
+            if pair_counts[p] > 0:
+                heapq.heappush(heap, (-pair_counts[p], p))
+    return merges
+
+
+class ByteLevelBPE(Tokenizer):
+    """Byte-level BPE tokenizer.
+
+    Args:
+        vocab: token strings in GPT-2's byte alphabet, ``vocab[i]`` being id ``i``; special tokens are
+            stored as their literal text.
+        merges: ordered merge rules ``(left, right)``; the first has the highest priority.
+        special_tokens: strings (present in ``vocab``) matched before pre-tokenization and encoded as one id.
+        pattern: the pre-tokenizer, a name in :data:`~lmkit.tokenizers.pretokenize.PATTERNS` or regexes.
+        eos_token: the end-of-sequence special token, if any.
+    """
+
+    def __init__(
+        self,
+        vocab: Sequence[str],
+        merges: Iterable[tuple[str, str]],
+        special_tokens: Iterable[str] = (),
+        pattern: str | Sequence[str] = "gpt2",
+        eos_token: str | None = None,
+    ) -> None:
+        self.vocab = list(vocab)
+        self.pattern = pattern if isinstance(pattern, str) else list(pattern)
+        self._patterns = _patterns(pattern)
+        self._index = {token: i for i, token in enumerate(self.vocab)}
+        self.special_tokens: dict[str, int] = {}
+        for s in special_tokens:
+            if s not in self._index:
+                raise ValueError(f"special token {s!r} is not in the vocabulary")
+            self.special_tokens[s] = self._index[s]
+        if eos_token is not None and eos_token not in self.special_tokens:
+            raise ValueError(f"eos_token {eos_token!r} is not one of the special tokens")
+        self.eos_token = eos_token
+        decoder = unicode_to_bytes()
+        self._bytes: list[bytes] = []
+        for i, token in enumerate(self.vocab):
+            if token in self.special_tokens:
+                self._bytes.append(token.encode("utf-8"))
+            elif all(c in decoder for c in token):
+                self._bytes.append(bytes(decoder[c] for c in token))
+            else:
+                raise ValueError(f"vocabulary entry {i} ({token!r}) is not written in GPT-2's byte alphabet")
+        # A real vocabulary may lack some single bytes: SmolLM2 has 235 of the 256 (no 0xC0, 0xC1, 0xF5-0xFF,
+        # which never occur in UTF-8, nor a few rare control bytes). Like llama.cpp and HF `tokenizers`
+        # without an unknown token, encoding drops such a byte when no merge covers it.
+        self._byte_ids = [self._index.get(bytes_to_unicode()[b], -1) for b in range(256)]
+        self.missing_bytes = [b for b in range(256) if self._byte_ids[b] < 0]
+        self.merges: list[tuple[str, str]] = []
+        self._ranks: dict[Pair, tuple[int, int]] = {}  # (left id, right id) -> (rank, merged id)
+        for rank, merge in enumerate(merges):
+            if len(merge) != 2 or not all(isinstance(m, str) and m for m in merge):
+                raise ValueError(f"corrupted merges: rule {rank} is {merge!r}, expected two non-empty strings")
+            left, right = merge
+            for part in (left, right, left + right):
+                if part not in self._index:
+                    raise ValueError(f"corrupted merges: rule {rank} ({left!r} {right!r}) uses {part!r}, not in vocab")
+            self.merges.append((left, right))
+            self._ranks.setdefault((self._index[left], self._index[right]), (rank, self._index[left + right]))
+        self._cache: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------------ training
+    @classmethod
+    def train(
+        cls,
+        text: str,
+        vocab_size: int,
+        pattern: str | Sequence[str] = "gpt2",
+        special_tokens: Sequence[str] = (),
+        eos_token: str | None = None,
+    ) -> ByteLevelBPE:
+        """Learn ``vocab_size - 256 - len(special_tokens)`` merges (or fewer, if the text runs out of pairs).
+
+        Ids follow HF ``tokenizers``' BpeTrainer: special tokens first, then the 256 byte symbols in
+        code-point order of their GPT-2 characters, then merged symbols in the order they were learned.
+        """
+        check_vocab_size(vocab_size, 256 + len(special_tokens), "byte alphabet plus the special tokens")
+        patterns = _patterns(pattern)
+        counts: Counter[str] = Counter()
+        for chunk, is_special in split_on_special(text, set(special_tokens)):
+            if not is_special:
+                counts.update(split_pieces(chunk, patterns))
+        vocab = list(special_tokens) + sorted(bytes_to_unicode().values())
+        byte_ids = {unicode_to_bytes()[c]: i for i, c in enumerate(vocab) if i >= len(special_tokens)}
+        words = [[byte_ids[b] for b in piece.encode("utf-8")] for piece in counts]
+        merges = learn_merges(words, list(counts.values()), vocab, vocab_size)
+        named = [(vocab[a], vocab[b]) for a, b in merges]
+        return cls(vocab, named, special_tokens, pattern, eos_token)
+
+    # ------------------------------------------------------------------ encoding
+    def _encode_piece(self, piece: str) -> list[int]:
+        """Apply the merges to one pre-token: always merge the adjacent pair of lowest rank."""
+        cached = self._cache.get(piece)
+        if cached is not None:
+            return cached
+        ids = [self._byte_ids[b] for b in piece.encode("utf-8")]
+        if self.missing_bytes:
+            ids = [i for i in ids if i >= 0]
+        ranks = self._ranks
+        none = (len(self.merges), -1)
+        while len(ids) >= 2:
+            best = min(zip(ids, ids[1:], strict=False), key=lambda p: ranks.get(p, none))
+            new = ranks.get(best, none)[1]
+            if new < 0:  # no adjacent pair has a merge rule: done
+                break
+            out, i = [], 0
+            while i < len(ids):
+                if i + 1 < len(ids) and ids[i] == best[0] and ids[i + 1] == best[1]:
+                    out.append(new)
+                    i += 2
+                else:
+                    out.append(ids[i])
+                    i += 1
+            ids = out
+        if len(self._cache) < 200_000:
+            self._cache[piece] = ids
+        return ids
+
+    def encode(self, text: str, allowed_special: str | set[str] = "all") -> list[int]:
+        """Token ids of ``text``.
+
+        ``allowed_special`` is ``"all"``, ``"none"`` or a set of special-token strings: those are
+        recognised in the text and each becomes its single id; other occurrences are encoded as
+        ordinary text. Naming a token that is not special raises ``ValueError``.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"encode expects a str, got {type(text).__name__}")
+        allowed = resolve_allowed_special(allowed_special, self.special_tokens)
+        ids: list[int] = []
+        for chunk, is_special in split_on_special(text, allowed):
+            if is_special:
+                ids.append(self.special_tokens[chunk])
+            else:
+                for piece in split_pieces(chunk, self._patterns):
+                    ids.extend(self._encode_piece(piece))
+        return ids
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The raw bytes of ``ids`` (a single token may hold part of a UTF-8 character)."""
+        try:
+            return b"".join(self._bytes[i] for i in ids)
+        except (IndexError, TypeError) as err:
+            raise ValueError(f"token ids must be ints in [0, {self.vocab_size}): {err}") from err
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids``; byte sequences that are not valid UTF-8 become U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    # ------------------------------------------------------------------ vocabulary
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def eos_id(self) -> int | None:
+        """Id of the end-of-sequence token (``None`` when the tokenizer has none)."""
+        return None if self.eos_token is None else self.special_tokens[self.eos_token]
+
+    def id_to_token(self, i: int) -> str:
+        return self.vocab[i]
+
+    def token_to_id(self, token: str) -> int:
+        """Id of a vocabulary entry (in GPT-2's byte alphabet, e.g. ``"Ġthe"``)."""
+        if token not in self._index:
+            raise KeyError(f"{token!r} is not in the vocabulary")
+        return self._index[token]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "vocab": self.vocab,
+            "merges": [f"{a} {b}" for a, b in self.merges],
+            "special_tokens": list(self.special_tokens),
+            "pattern": self.pattern,
+            "eos_token": self.eos_token,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ByteLevelBPE:
+        try:
+            merges = [tuple(line.split(" ")) for line in data["merges"]]
+            return cls(data["vocab"], merges, data["special_tokens"], data["pattern"], data["eos_token"])
+        except (KeyError, AttributeError) as err:
+            raise ValueError(f"corrupted ByteLevelBPE data: {err!r}") from err
+
+    @classmethod
+    def from_gguf(cls, path: str | Path) -> ByteLevelBPE:
+        """Load the tokenizer stored in a GGUF file's metadata (``tokenizer.ggml.*``), e.g. SmolLM2's.
+
+        GGUF keeps the tokens (already in GPT-2's byte alphabet), the merges as ``"left right"``
+        strings, a type per token (3 = control, 4 = user-defined: both matched as special tokens)
+        and the name of the pre-tokenizer (``tokenizer.ggml.pre``), which selects the split regexes.
+        """
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(path))
+
+        def field(key: str) -> Any:
+            if key not in reader.fields:
+                raise ValueError(f"{path} has no {key!r} metadata")
+            f = reader.fields[key]
+            if len(f.types) > 1:  # array
+                if f.types[-1].name == "STRING":
+                    return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+                return [int(f.parts[i][0]) for i in f.data]
+            if f.types[0].name == "STRING":
+                return bytes(f.parts[f.data[0]]).decode("utf-8")
+            return int(f.parts[f.data[0]][0])
+
+        if field("tokenizer.ggml.model") != "gpt2":
+            raise ValueError(f"{path} holds a {field('tokenizer.ggml.model')!r} tokenizer, not byte-level BPE (gpt2)")
+        pre = field("tokenizer.ggml.pre")
+        pattern = {"default": "gpt2", "gpt-2": "gpt2"}.get(pre, pre)
+        tokens = field("tokenizer.ggml.tokens")
+        types = field("tokenizer.ggml.token_type")
+        merges = [tuple(m.split(" ")) for m in field("tokenizer.ggml.merges")]
+        special = [t for t, kind in zip(tokens, types, strict=True) if kind in (3, 4)]
+        eos = tokens[field("tokenizer.ggml.eos_token_id")]
+        return cls(tokens, merges, special, pattern, eos if eos in special else None)

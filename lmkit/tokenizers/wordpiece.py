@@ -1,0 +1,327 @@
+"""WordPiece (BERT): BERT's basic text cleanup, greedy longest-match-first encoding, and training.
+
+Encoding one word: take the longest vocabulary entry that starts the word, then the longest entry
+``"##..."`` (continuation) that starts the rest, and so on; if some position matches nothing, the
+*whole* word becomes ``[UNK]``. Training grows the vocabulary like BPE but merges the pair that
+increases the likelihood of the training data most, instead of the most frequent pair.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lmkit.tokenizers.base import Tokenizer, check_vocab_size, split_on_special
+
+BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def _is_chinese_char(cp: int) -> bool:
+    """CJK ideographs (not Hiragana/Katakana/Hangul): BERT makes each one a word of its own."""
+    return (
+        0x4E00 <= cp <= 0x9FFF
+        or 0x3400 <= cp <= 0x4DBF
+        or 0x20000 <= cp <= 0x2A6DF
+        or 0x2A700 <= cp <= 0x2B73F
+        or 0x2B740 <= cp <= 0x2B81F
+        or 0x2B820 <= cp <= 0x2CEAF
+        or 0xF900 <= cp <= 0xFAFF
+        or 0x2F800 <= cp <= 0x2FA1F
+    )
+
+
+def _is_whitespace(c: str) -> bool:
+    return c in " \t\n\r" or c.isspace()
+
+
+def _is_punctuation(c: str) -> bool:
+    """ASCII symbols such as ``$``, ``^`` count as punctuation too, as in BERT."""
+    cp = ord(c)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(c).startswith("P")
+
+
+def bert_normalize(text: str, lowercase: bool = True, strip_accents: bool | None = None) -> str:
+    """BERT's normalizer: drop control characters, whitespace → space, pad CJK ideographs, strip accents, lowercase.
+
+    ``strip_accents=None`` follows ``lowercase`` (uncased BERT strips accents: "café" → "cafe").
+    """
+    out = []
+    for c in text:
+        cp = ord(c)
+        if cp == 0 or cp == 0xFFFD or (c not in "\t\n\r" and unicodedata.category(c).startswith("C")):
+            continue
+        if _is_whitespace(c):
+            out.append(" ")
+        elif _is_chinese_char(cp):
+            out.append(f" {c} ")
+        else:
+            out.append(c)
+    text = "".join(out)
+    if lowercase if strip_accents is None else strip_accents:
+        text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    if lowercase:  # character by character, like HF `tokenizers` (so no Greek final-sigma rule)
+        text = "".join(c.lower() for c in text)
+    return text
+
+
+def bert_pre_tokenize(text: str) -> list[str]:
+    """Split normalized text on whitespace and make every punctuation character a word of its own."""
+    words: list[str] = []
+    current: list[str] = []
+    for c in text:
+        if _is_whitespace(c) or _is_punctuation(c):
+            if current:
+                words.append("".join(current))
+                current = []
+            if not _is_whitespace(c):
+                words.append(c)
+        else:
+            current.append(c)
+    if current:
+        words.append("".join(current))
+    return words
+
+
+def _word_alphabet(words: Iterable[str], prefix: str) -> set[str]:
+    """Every character as a word start, and as a continuation ``prefix + c`` where it occurs inside a word."""
+    alphabet: set[str] = set()
+    for w in words:
+        alphabet.add(w[0])
+        alphabet.update(prefix + c for c in w[1:])
+    return alphabet
+
+
+def _xlogx(c: float) -> float:
+    return c * math.log(c) if c > 0 else 0.0
+
+
+def likelihood_gain(c_ab: int, c_a: int, c_b: int, total: int, same: bool) -> float:
+    """Increase of the corpus log-likelihood ``Σ_x c(x) log(c(x) / T)`` under a unigram model of the symbols
+    when the ``c_ab`` occurrences of the pair ``(a, b)`` become one new symbol ``ab``.
+
+    ``Σ c log(c/T) = Σ c log c - T log T``, and only ``c(a)``, ``c(b)``, ``c(ab)`` and ``T`` change, so the
+    gain is a handful of terms. For small ``c_ab`` it is about ``c_ab · log(c_ab T / (c_a c_b))``: the
+    often-quoted ratio ``c_ab / (c_a c_b)`` *weighted by how often the pair occurs*.
+    """
+    if same:  # (a, a): both halves come out of the same count
+        before, after = _xlogx(c_a), _xlogx(max(c_a - 2 * c_ab, 0))
+    else:
+        before, after = _xlogx(c_a) + _xlogx(c_b), _xlogx(c_a - c_ab) + _xlogx(c_b - c_ab)
+    return after + _xlogx(c_ab) - before - (_xlogx(total - c_ab) - _xlogx(total))
+
+
+def train_wordpiece_vocab(
+    word_counts: Counter[str],
+    vocab_size: int,
+    prefix: str = "##",
+    criterion: str = "likelihood",
+    min_frequency: int = 2,
+) -> list[str]:
+    """Learn WordPiece entries (without special tokens) by repeatedly merging the best-scoring pair.
+
+    ``criterion="likelihood"`` merges the pair whose merge increases the training likelihood most
+    (Schuster & Nakajima's rule, :func:`likelihood_gain`); ``"ratio"`` uses the bare score
+    ``count(ab) / (count(a) count(b))``, which favours pairs of rare symbols and so spends a small
+    vocabulary on junk. Only pairs seen at least ``min_frequency`` times compete. Pair and symbol
+    counts are updated locally (only the words containing the merged pair are recounted); the best
+    pair is then found by a scan, because merging changes the scores of many pairs. Ties go to the
+    lexicographically smallest pair, so training is deterministic.
+    """
+    if criterion not in ("likelihood", "ratio"):
+        raise ValueError(f"criterion must be 'likelihood' or 'ratio', got {criterion!r}")
+    alphabet = _word_alphabet(word_counts, prefix)
+    check_vocab_size(vocab_size, len(alphabet), "character alphabet of the corpus")
+    vocab = sorted(alphabet)
+    known = set(vocab)
+    words = [[w[0]] + [prefix + c for c in w[1:]] for w in word_counts]
+    freqs = list(word_counts.values())
+    pair_counts: dict[tuple[str, str], int] = defaultdict(int)
+    symbol_counts: dict[str, int] = defaultdict(int)
+    where: dict[tuple[str, str], set[int]] = defaultdict(set)
+    total = 0
+
+    def count(k: int, sign: int) -> None:  # add (sign=1) or remove (sign=-1) word k's contribution
+        nonlocal total
+        parts, f = words[k], sign * freqs[k]
+        total += f * len(parts)
+        for p in parts:
+            symbol_counts[p] += f
+        for pair in zip(parts, parts[1:], strict=False):
+            pair_counts[pair] += f
+            if sign > 0:
+                where[pair].add(k)
+            elif pair_counts[pair] == 0:
+                del pair_counts[pair]
+
+    def score(pair: tuple[str, str]) -> float:
+        c_ab, c_a, c_b = pair_counts[pair], symbol_counts[pair[0]], symbol_counts[pair[1]]
+        if criterion == "ratio":
+            return c_ab / (c_a * c_b)
+        return likelihood_gain(c_ab, c_a, c_b, total, pair[0] == pair[1])
+
+    for k in range(len(words)):
+        count(k, 1)
+    while len(vocab) < vocab_size:
+        candidates = [p for p, c in pair_counts.items() if c >= min_frequency]
+        if not candidates:
+            break
+        a, b = min(candidates, key=lambda p: (-score(p), p))
+        merged = a + b[len(prefix) :]
+        for k in where.pop((a, b)):
+            count(k, -1)
+            parts, i = words[k], 0
+            while i < len(parts) - 1:
+                if parts[i] == a and parts[i + 1] == b:
+                    parts[i : i + 2] = [merged]
+                i += 1
+            count(k, 1)
+        if merged not in known:
+            known.add(merged)
+            vocab.append(merged)
+    return vocab
+
+
+class WordPiece(Tokenizer):
+    """BERT's WordPiece tokenizer.
+
+    Args:
+        vocab: the entries, ``vocab[i]`` being id ``i`` (continuations start with ``prefix``).
+        lowercase: uncased model (lowercases and strips accents before splitting).
+        unk_token, cls_token, sep_token: special entries, which must be in ``vocab``.
+        special_tokens: strings matched in raw text before normalization (BERT's ``[CLS]``, ``[MASK]``, ...).
+        prefix: continuation marker. max_input_chars_per_word: longer words become ``[UNK]`` directly.
+    """
+
+    def __init__(
+        self,
+        vocab: Sequence[str],
+        lowercase: bool = True,
+        unk_token: str = "[UNK]",
+        cls_token: str = "[CLS]",
+        sep_token: str = "[SEP]",
+        special_tokens: Iterable[str] = BERT_SPECIAL_TOKENS,
+        prefix: str = "##",
+        max_input_chars_per_word: int = 100,
+    ) -> None:
+        self.vocab = list(vocab)
+        self._index = {t: i for i, t in enumerate(self.vocab)}
+        if len(self._index) != len(self.vocab):
+            dup = next(t for t, n in Counter(self.vocab).items() if n > 1)
+            raise ValueError(f"the vocabulary lists {dup!r} twice")
+        for s in (unk_token, cls_token, sep_token, *special_tokens):
+            if s not in self._index:
+                raise ValueError(f"special token {s!r} is not in the vocabulary")
+        self.lowercase = lowercase
+        self.unk_token, self.cls_token, self.sep_token = unk_token, cls_token, sep_token
+        self.special_tokens = {s: self._index[s] for s in special_tokens}
+        self.prefix = prefix
+        self.max_input_chars_per_word = max_input_chars_per_word
+
+    @classmethod
+    def from_vocab_file(cls, path: str | Path, lowercase: bool = True) -> WordPiece:
+        """Read a BERT ``vocab.txt``: one entry per line, the line number is the id."""
+        lines = Path(path).read_text(encoding="utf-8").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        specials = [s for s in BERT_SPECIAL_TOKENS if s in lines]
+        return cls(lines, lowercase=lowercase, special_tokens=specials)
+
+    @classmethod
+    def train(
+        cls,
+        text: str,
+        vocab_size: int,
+        lowercase: bool = True,
+        special_tokens: Sequence[str] = BERT_SPECIAL_TOKENS,
+        criterion: str = "likelihood",
+        min_frequency: int = 2,
+    ) -> WordPiece:
+        """Learn a vocabulary of ``vocab_size`` entries (special tokens first) from ``text``
+        (see :func:`train_wordpiece_vocab` for ``criterion`` and ``min_frequency``)."""
+        words = Counter(bert_pre_tokenize(bert_normalize(text, lowercase)))
+        size = vocab_size - len(special_tokens)
+        vocab = list(special_tokens) + train_wordpiece_vocab(words, size, "##", criterion, min_frequency)
+        return cls(vocab, lowercase=lowercase, special_tokens=special_tokens)
+
+    def _encode_word(self, word: str) -> list[int]:
+        """Greedy longest-match-first; the whole word is ``[UNK]`` as soon as one position has no match."""
+        if len(word) > self.max_input_chars_per_word:
+            return [self._index[self.unk_token]]
+        ids, start = [], 0
+        while start < len(word):
+            for end in range(len(word), start, -1):
+                piece = word[start:end] if start == 0 else self.prefix + word[start:end]
+                if piece in self._index:
+                    ids.append(self._index[piece])
+                    start = end
+                    break
+            else:
+                return [self._index[self.unk_token]]
+        return ids
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Ids of ``text``, wrapped as ``[CLS] ... [SEP]`` when ``add_special_tokens``."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode expects a str, got {type(text).__name__}")
+        ids: list[int] = []
+        for chunk, is_special in split_on_special(text, set(self.special_tokens)):
+            if is_special:
+                ids.append(self.special_tokens[chunk])
+                continue
+            for word in bert_pre_tokenize(bert_normalize(chunk, self.lowercase)):
+                ids.extend(self._encode_word(word))
+        if add_special_tokens:
+            ids = [self._index[self.cls_token], *ids, self._index[self.sep_token]]
+        return ids
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
+        """Join the pieces: continuations glue to the previous piece, others get a space before them.
+
+        As in HF ``tokenizers``' WordPiece decoder, a piece that is just `` .``, `` ,``, `` ?`` or `` !``
+        loses its space. Lowercasing and accent stripping cannot be undone.
+        """
+        special = set(self.special_tokens.values())
+        tokens = [self.id_to_token(i) for i in ids if not (skip_special_tokens and i in special)]
+        pieces = []
+        for k, token in enumerate(tokens):
+            if token.startswith(self.prefix):
+                pieces.append(token[len(self.prefix) :])
+            elif k > 0 and token not in {".", ",", "?", "!"}:
+                pieces.append(" " + token)
+            else:
+                pieces.append(token)
+        return "".join(pieces)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def id_to_token(self, i: int) -> str:
+        if not 0 <= i < len(self.vocab):
+            raise ValueError(f"token id {i} is outside [0, {len(self.vocab)})")
+        return self.vocab[i]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "vocab": self.vocab,
+            "lowercase": self.lowercase,
+            "unk_token": self.unk_token,
+            "cls_token": self.cls_token,
+            "sep_token": self.sep_token,
+            "special_tokens": list(self.special_tokens),
+            "prefix": self.prefix,
+            "max_input_chars_per_word": self.max_input_chars_per_word,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WordPiece:
+        try:
+            return cls(**data)
+        except TypeError as err:
+            raise ValueError(f"corrupted WordPiece data: {err}") from err
