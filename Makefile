@@ -41,8 +41,8 @@ book: setup _vendor/mathjax/tex-chtml.js
 lint: setup
 	$(BIN)/ruff check .
 
+# Two test workers on two cores, one thread each: more threads than cores makes PyTorch's spinning threads crawl.
 test: lint book /usr/bin/chromium
-	# Two workers on two cores, one thread each: more threads than cores makes PyTorch's spinning threads crawl.
 	OMP_NUM_THREADS=1 LMKIT_SITE_DIR=_build/html $(BIN)/pytest -n 2 --dist loadscope --nbval-lax tests notebooks
 
 lab: setup

@@ -295,12 +295,19 @@ def flash_backward(
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
 
 
-class FlashAttentionFunction(torch.autograd.Function):
-    """Autograd wrapper: the forward saves only Q, K, V, O and the log-sum-exp (``O(N d)`` memory)."""
+class TiledAttentionFunction(torch.autograd.Function):
+    """Autograd wrapper around a tiled forward/backward pair: :func:`flash_forward`/:func:`flash_backward` here,
+    or the Triton kernels of :mod:`lmkit.flash_triton`, passed in as ``kernels``.
+
+    The forward saves only Q, K, V, O and the log-sum-exp (``O(N d)`` memory); the backward recomputes ``P``
+    tile by tile from them. Both kernels take the trailing arguments ``(mask, scale, is_causal, window, block_q,
+    block_k)``.
+    """
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, scale, is_causal, window, block_q, block_k):  # type: ignore[override]
-        out, lse = flash_forward(q, k, v, mask, scale, is_causal, window, block_q, block_k)
+    def forward(ctx, kernels, q, k, v, mask, scale, is_causal, window, block_q, block_k):  # type: ignore[override]
+        forward_fn, ctx.backward_fn = kernels
+        out, lse = forward_fn(q, k, v, mask, scale, is_causal, window, block_q, block_k)
         ctx.save_for_backward(q, k, v, out, lse, mask)
         ctx.config = (scale, is_causal, window, block_q, block_k)
         return out
@@ -308,14 +315,19 @@ class FlashAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         q, k, v, out, lse, mask = ctx.saved_tensors
-        dq, dk, dv = flash_backward(grad_out, q, k, v, out, lse, mask, *ctx.config)
-        return dq, dk, dv, None, None, None, None, None, None
+        dq, dk, dv = ctx.backward_fn(grad_out, q, k, v, out, lse, mask, *ctx.config)
+        return None, dq, dk, dv, None, None, None, None, None, None
+
+
+def resolve_scale(q: torch.Tensor, scale: float | None) -> float:
+    """The score scale: ``scale`` as a float, or SDPA's default ``1/√d`` when it is ``None``."""
+    return 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
 
 
 def _resolve(q: torch.Tensor, scale: float | None, block_q: int, block_k: int) -> float:
     if block_q < 1 or block_k < 1:
         raise ValueError(f"block sizes must be positive, got block_q={block_q}, block_k={block_k}")
-    return 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    return resolve_scale(q, scale)
 
 
 def flash_attention(
@@ -343,7 +355,8 @@ def flash_attention(
     k, v = expand_kv_heads(q, k, v, enable_gqa)
     mask = check_attention_inputs(q, k, v, attn_mask, window)
     s = _resolve(q, scale, block_q, block_k)
-    return FlashAttentionFunction.apply(q, k, v, mask, s, bool(is_causal), window, block_q, block_k)
+    kernels = (flash_forward, flash_backward)
+    return TiledAttentionFunction.apply(kernels, q, k, v, mask, s, bool(is_causal), window, block_q, block_k)
 
 
 def naive_attention(
@@ -363,7 +376,7 @@ def naive_attention(
     """
     k, v = expand_kv_heads(q, k, v, enable_gqa)
     mask = check_attention_inputs(q, k, v, attn_mask, window)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    scale = resolve_scale(q, scale)
     n_q, n_k = q.shape[2], k.shape[2]
     s = q @ k.transpose(-2, -1) * scale  # (B, H, N_q, N_k): the N² matrix
     visible = structural_mask(n_q, n_k, is_causal, window, q.device)

@@ -20,13 +20,11 @@ Triton reads the variable when it decorates its functions, and torch itself impo
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
 
-from lmkit.flash_attention import check_attention_inputs, expand_kv_heads
+from lmkit.flash_attention import TiledAttentionFunction, check_attention_inputs, expand_kv_heads, resolve_scale
 
 
 @triton.jit
@@ -249,23 +247,6 @@ def triton_flash_backward(grad_out, q, k, v, out, lse, mask, scale, is_causal, w
     return dq, dk, dv
 
 
-class TritonFlashAttentionFunction(torch.autograd.Function):
-    """Autograd wrapper around the Triton kernels; saves Q, K, V, O and the log-sum-exp only."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, mask, scale, is_causal, window, block_m, block_n):  # type: ignore[override]
-        out, lse = triton_flash_forward(q, k, v, mask, scale, is_causal, window, block_m, block_n)
-        ctx.save_for_backward(q, k, v, out, lse, mask)
-        ctx.config = (scale, is_causal, window, block_m, block_n)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
-        q, k, v, out, lse, mask = ctx.saved_tensors
-        dq, dk, dv = triton_flash_backward(grad_out, q, k, v, out, lse, mask, *ctx.config)
-        return dq, dk, dv, None, None, None, None, None, None
-
-
 def triton_flash_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -291,5 +272,6 @@ def triton_flash_attention(
     _check_interpreter(q.device)
     if q.dtype == torch.float64:
         raise TypeError("Triton's tl.dot has no float64 path: use float32, float16 or bfloat16")
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    return TritonFlashAttentionFunction.apply(q, k, v, mask, scale, bool(is_causal), window, block_m, block_n)
+    scale = resolve_scale(q, scale)
+    kernels = (triton_flash_forward, triton_flash_backward)
+    return TiledAttentionFunction.apply(kernels, q, k, v, mask, scale, bool(is_causal), window, block_m, block_n)

@@ -36,7 +36,7 @@ import torch
 
 from lmkit.decoding.processors import Processor, build_processors
 from lmkit.decoding.step import check_prompt, check_scores, default_cache, next_token_logits
-from lmkit.decoding.stopping import MaxLength, StoppingCriteria, StopStrings, StopTokens, eos_tensor
+from lmkit.decoding.stopping import eos_tensor, stopping_criteria
 
 
 @dataclass
@@ -142,13 +142,7 @@ def beam_search(
         min_new_tokens=min_new_tokens, min_tokens_to_keep=(2 if eos is None else eos.numel() + 1),
         extra=logits_processors,
     )  # fmt: skip
-    stop = StoppingCriteria([MaxLength(max_length)])
-    if eos is not None:
-        stop.append(StopTokens(eos_token_id))
-    if stop_strings is not None:
-        if decode is None:
-            raise ValueError("stop_strings need decode= (a function ids -> text, e.g. tokenizer.decode)")
-        stop.append(StopStrings(stop_strings, decode, T))
+    stop = stopping_criteria(eos_token_id, stop_strings, decode, T, max_length)
     fill = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos is not None else -1)
     cache = default_cache() if cache is None else cache
     device = input_ids.device

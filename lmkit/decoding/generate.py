@@ -21,29 +21,12 @@ import torch
 from lmkit.decoding.beam import beam_search
 from lmkit.decoding.processors import Processor, build_processors
 from lmkit.decoding.step import check_prompt, check_scores, default_cache, next_token_logits
-from lmkit.decoding.stopping import StoppingCriteria, StopStrings, StopTokens, eos_tensor
+from lmkit.decoding.stopping import eos_tensor, stopping_criteria
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def stopping_criteria(
-    eos_token_id: int | Sequence[int] | None,
-    stop_strings: str | Sequence[str] | None,
-    decode: Callable[[list[int]], str] | None,
-    prompt_length: int,
-) -> StoppingCriteria:
-    """The stop conditions besides the length limit: EOS id(s) and stop strings (which need ``decode``)."""
-    criteria = StoppingCriteria()
-    if eos_token_id is not None:
-        criteria.append(StopTokens(eos_token_id))
-    if stop_strings is not None:
-        if decode is None:
-            raise ValueError("stop_strings need decode= (a function ids -> text, e.g. tokenizer.decode)")
-        criteria.append(StopStrings(stop_strings, decode, prompt_length))
-    return criteria
 
 
 @torch.no_grad()

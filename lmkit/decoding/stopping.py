@@ -75,3 +75,24 @@ class StoppingCriteria(list):
         for criterion in self:
             done |= criterion(input_ids)
         return done
+
+
+def stopping_criteria(
+    eos_token_id: int | Sequence[int] | None,
+    stop_strings: str | Sequence[str] | None,
+    decode: Callable[[list[int]], str] | None,
+    prompt_length: int,
+    max_length: int | None = None,
+) -> StoppingCriteria:
+    """The stop conditions of one decoding call: the length limit (when ``max_length`` is given; ``generate`` counts
+    steps instead), EOS id(s) and stop strings (which need ``decode``)."""
+    criteria = StoppingCriteria()
+    if max_length is not None:
+        criteria.append(MaxLength(max_length))
+    if eos_token_id is not None:
+        criteria.append(StopTokens(eos_token_id))
+    if stop_strings is not None:
+        if decode is None:
+            raise ValueError("stop_strings need decode= (a function ids -> text, e.g. tokenizer.decode)")
+        criteria.append(StopStrings(stop_strings, decode, prompt_length))
+    return criteria

@@ -72,6 +72,34 @@ class Tokenizer(ABC):
         return cls.from_dict(data)
 
 
+class VocabListTokenizer(Tokenizer):
+    """A :class:`Tokenizer` whose vocabulary is the list ``self.vocab``: id ``i`` is the entry ``self.vocab[i]``.
+
+    By default the vocabulary is all there is to save (``{"vocab": [...]}``); a subclass with more settings
+    overrides :meth:`to_dict` and :meth:`from_dict`.
+    """
+
+    vocab: list[str]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def id_to_token(self, i: int) -> str:
+        if not 0 <= i < len(self.vocab):
+            raise ValueError(f"token id {i} is outside [0, {len(self.vocab)})")
+        return self.vocab[i]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"vocab": self.vocab}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Tokenizer:
+        if "vocab" not in data:
+            raise ValueError(f"corrupted {cls.__name__} data: no 'vocab'")
+        return cls(data["vocab"])  # type: ignore[call-arg]
+
+
 def check_vocab_size(vocab_size: int, minimum: int, what: str) -> None:
     """Raise a clear error when ``vocab_size`` cannot even hold the base alphabet."""
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
 
-from lmkit.tokenizers.base import Tokenizer, check_vocab_size
+from lmkit.tokenizers.base import VocabListTokenizer, check_vocab_size
 
 UNK = "<unk>"
 
 
-class CharTokenizer(Tokenizer):
+class CharTokenizer(VocabListTokenizer):
     """Maps each character to an id; ``vocab[0]`` is ``<unk>`` for characters outside the vocabulary."""
 
     def __init__(self, vocab: Sequence[str]) -> None:
@@ -46,21 +45,3 @@ class CharTokenizer(Tokenizer):
     def unknown_rate(self, text: str) -> float:
         """Fraction of the characters of ``text`` that become ``<unk>``."""
         return sum(c not in self._index for c in text) / max(len(text), 1)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    def id_to_token(self, i: int) -> str:
-        if not 0 <= i < len(self.vocab):
-            raise ValueError(f"token id {i} is outside [0, {len(self.vocab)})")
-        return self.vocab[i]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"vocab": self.vocab}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CharTokenizer:
-        if "vocab" not in data:
-            raise ValueError("corrupted CharTokenizer data: no 'vocab'")
-        return cls(data["vocab"])

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import regex
 
-from lmkit.tokenizers.base import Tokenizer, check_vocab_size
+from lmkit.tokenizers.base import VocabListTokenizer, check_vocab_size
 
 UNK = "<unk>"
 WORD_PATTERN = regex.compile(r"\w+|[^\w\s]+")
@@ -26,7 +25,7 @@ def split_words(text: str) -> list[str]:
     return WORD_PATTERN.findall(text)
 
 
-class WordTokenizer(Tokenizer):
+class WordTokenizer(VocabListTokenizer):
     """Maps each word to an id; ``vocab[0]`` is ``<unk>``."""
 
     def __init__(self, vocab: Sequence[str]) -> None:
@@ -53,21 +52,3 @@ class WordTokenizer(Tokenizer):
         """Fraction of the words of ``text`` that become ``<unk>``."""
         words = split_words(text)
         return sum(w not in self._index for w in words) / max(len(words), 1)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    def id_to_token(self, i: int) -> str:
-        if not 0 <= i < len(self.vocab):
-            raise ValueError(f"token id {i} is outside [0, {len(self.vocab)})")
-        return self.vocab[i]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"vocab": self.vocab}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WordTokenizer:
-        if "vocab" not in data:
-            raise ValueError("corrupted WordTokenizer data: no 'vocab'")
-        return cls(data["vocab"])

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lmkit.tokenizers.base import Tokenizer, check_vocab_size, split_on_special
+from lmkit.tokenizers.base import VocabListTokenizer, check_vocab_size, split_on_special
 
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -187,7 +187,7 @@ def train_wordpiece_vocab(
     return vocab
 
 
-class WordPiece(Tokenizer):
+class WordPiece(VocabListTokenizer):
     """BERT's WordPiece tokenizer.
 
     Args:
@@ -297,15 +297,6 @@ class WordPiece(Tokenizer):
             else:
                 pieces.append(token)
         return "".join(pieces)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    def id_to_token(self, i: int) -> str:
-        if not 0 <= i < len(self.vocab):
-            raise ValueError(f"token id {i} is outside [0, {len(self.vocab)})")
-        return self.vocab[i]
 
     def to_dict(self) -> dict[str, Any]:
         return {
