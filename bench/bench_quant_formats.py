@@ -3,11 +3,14 @@
     python bench/bench_quant_formats.py                 # all formats, new tokens 16 32 128
     python bench/bench_quant_formats.py --new 16 32     # fewer settings when time is short
     python bench/bench_quant_formats.py --engine lmkit --ppl-only --formats F32 Q4_0   # add a cross-check column
+    python bench/bench_quant_formats.py --engine llama_cpp --threads 2   # add llama.cpp time-per-request columns
 
 The model runs in lmkit (``load_smollm2``, ``lmkit.evaluation.perplexity``, ``lmkit.decoding.generate``) or, with
 ``--engine hf``, in HF transformers reading the same GGUF files (``from_pretrained(..., gguf_file=...)``): the same
 weights through an implementation nobody here wrote. ``--ppl-only`` adds ``perplexity_<engine>`` to an existing
-JSON, so the two implementations can be compared on the same files.
+JSON, so the two implementations can be compared on the same files. ``--engine llama_cpp`` adds
+``s_per_request_llama_cpp_N`` columns to an existing JSON: llama.cpp (``llama-cpp-python``) timing greedy generation
+on each GGUF file itself, multiplying straight from the packed blocks (NF4 has no GGUF type, so it gets none).
 
 Formats: F32, Q8_0, Q6_K, Q4_K, Q4_1, Q4_0 (GGUF files written by ``lmkit.quant.gguf_writer`` from the book's
 Q4_1 SmolLM2 file) and NF4 (``lmkit.quant.nf4``, no GGUF type: its size is the packed bytes). All start from the
@@ -26,6 +29,8 @@ Per format, in a fresh subprocess (so memory is measured cleanly):
 * ``s_per_request_N`` — wall time of greedy generation with a KV cache: a 36-token prompt and
   ``N`` new tokens, with the packed ``QuantLinear`` model (which dequantizes each weight when it is used; F32
   is the plain float model, the peer every ratio is taken against).
+* ``s_per_request_llama_cpp_N`` (``--engine llama_cpp``) — the same request in llama.cpp on the GGUF file:
+  the cache is reset before every request so the prompt is prefilled each time; best of ``--repeats``.
 
 Results go to ``bench/results/quant_formats.json`` and a Markdown table is printed.
 """
@@ -133,11 +138,90 @@ def greedy(model, prompt, n: int, engine: str):
     return model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False)
 
 
+def eval_text_and_prompt() -> tuple[str, list[int]]:
+    """The evaluation text and the first ``PROMPT_TOKENS`` token ids of it (the request every engine times)."""
+    from lmkit import data
+    from lmkit.tokenizers import load_smollm2_tokenizer
+
+    tok = load_smollm2_tokenizer()
+    text = data.split_text(data.pydoc_text())[1]
+    return text, tok.encode(text[:2000])[:PROMPT_TOKENS]
+
+
+def llama_cpp_worker(fmt: str, new_tokens: list[int], threads: int, repeats: int) -> dict:
+    """Time greedy requests in llama.cpp on the GGUF file of ``fmt`` (runs in its own process: a build that does
+    not suit the CPU dies there, not in the driver)."""
+    import llama_cpp
+
+    _, prompt = eval_text_and_prompt()
+    llm = llama_cpp.Llama(model_path=str(gguf_path(fmt)), n_threads=threads, n_threads_batch=threads, n_ctx=512,
+                          verbose=False)
+
+    def request(n: int) -> list[int]:
+        llm.reset()  # forget the previous request, so the prompt is evaluated again (no prefix reuse)
+        out: list[int] = []
+        for tok in llm.generate(prompt, temp=0.0, top_k=1, reset=True):  # generate never stops on end-of-text
+            out.append(tok)
+            if len(out) == n:
+                return out
+        return out
+
+    request(2)  # warm-up
+    row: dict = {"format": fmt}
+    for n in new_tokens:
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            assert len(request(n)) == n
+            best = min(best, time.perf_counter() - start)
+        row[f"s_per_request_llama_cpp_{n}"] = round(best, 3)
+    return row
+
+
+def add_llama_cpp_columns(formats: list[str], new_tokens: list[int], threads: int, repeats: int) -> None:
+    """Add llama.cpp time per request (and its ratio to llama.cpp's F32) to the rows of the existing JSON."""
+    results = json.loads(OUT.read_text())
+    rows = {r["format"]: r for r in results["rows"]}
+    for fmt in formats:
+        if fmt == "NF4" or fmt not in rows:
+            continue
+        cmd = [sys.executable, __file__, "--worker", fmt, "--engine", "llama_cpp", "--threads", str(threads),
+               "--repeats", str(repeats), "--new", *map(str, new_tokens)]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if done.returncode != 0:
+            raise RuntimeError(f"llama.cpp worker for {fmt} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        rows[fmt] |= json.loads(done.stdout.strip().splitlines()[-1])
+        print(fmt, {k: v for k, v in rows[fmt].items() if "llama_cpp" in k}, flush=True)
+    peer = rows.get("F32", {})
+    for r in rows.values():
+        for n in new_tokens:
+            key = f"s_per_request_llama_cpp_{n}"
+            if key in r and key in peer:
+                r[f"time_ratio_llama_cpp_vs_F32_{n}"] = round(r[key] / peer[key], 2)
+    import platform
+
+    import llama_cpp
+
+    results["meta"]["timing_llama_cpp"] = (
+        f"llama-cpp-python {llama_cpp.__version__} greedy (temp 0, top_k 1) on each GGUF file, n_threads={threads}, "
+        f"{PROMPT_TOKENS}-token prompt prefilled at every request, best of {repeats}; no NF4 (no GGUF type); "
+        f"{platform.processor() or platform.machine()}, shared CPU")
+    results["meta"]["new_tokens_llama_cpp"] = new_tokens
+    OUT.write_text(json.dumps(results, indent=1) + "\n")
+    print("| format | " + " | ".join(f"llama.cpp s / request ({n} new)" for n in new_tokens) + " |")
+    print("|" + "---|" * (len(new_tokens) + 1))
+    for r in results["rows"]:
+        if f"s_per_request_llama_cpp_{new_tokens[0]}" in r:
+            cells = [f"{r[f's_per_request_llama_cpp_{n}']} ({r[f'time_ratio_llama_cpp_vs_F32_{n}']}x)"
+                     for n in new_tokens]
+            print(f"| {r['format']} | " + " | ".join(cells) + " |")
+    print(f"wrote {OUT.relative_to(ROOT)}")
+
+
 def worker(fmt: str, new_tokens: list[int], engine: str, ppl_only: bool = False) -> dict:
     """Measure one format (runs in its own process)."""
     import torch
 
-    from lmkit import data
     from lmkit.quant.base import quantize_linears
     from lmkit.quant.ggml import quantize_ggml
     from lmkit.quant.gguf_writer import tensor_type_for
@@ -146,10 +230,9 @@ def worker(fmt: str, new_tokens: list[int], engine: str, ppl_only: bool = False)
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    tok = load_smollm2_tokenizer()
-    text = data.split_text(data.pydoc_text())[1]
-    eval_ids = torch.tensor(tok.encode(text)[:2048])
-    prompt = torch.tensor([tok.encode(text[:2000])[:PROMPT_TOKENS]])
+    text, prompt_ids = eval_text_and_prompt()
+    eval_ids = torch.tensor(load_smollm2_tokenizer().encode(text)[:2048])
+    prompt = torch.tensor([prompt_ids])
     gc.collect()
     base_rss = rss_mb()
 
@@ -182,13 +265,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--formats", nargs="+", default=FORMATS, choices=FORMATS)
     parser.add_argument("--new", nargs="+", type=int, default=[16, 32, 128], help="new-token settings")
-    parser.add_argument("--engine", choices=["lmkit", "hf"], default=None, help="default: lmkit if its loader exists")
+    parser.add_argument("--engine", choices=["lmkit", "hf", "llama_cpp"], default=None,
+                        help="default: lmkit if its loader exists; llama_cpp only adds its timing columns to the JSON")
+    parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads (--engine llama_cpp)")
+    parser.add_argument("--repeats", type=int, default=3, help="llama.cpp: best of this many requests")
     parser.add_argument("--ppl-only", action="store_true", help="only add this engine's perplexity to the JSON")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     engine = args.engine or engine_available()
+    if engine == "llama_cpp" and args.ppl_only:
+        parser.error("--engine llama_cpp only times requests; it has no --ppl-only mode")
     if args.worker:
-        print(json.dumps(worker(args.worker, args.new, engine, args.ppl_only)))
+        if engine == "llama_cpp":
+            print(json.dumps(llama_cpp_worker(args.worker, args.new, args.threads, args.repeats)))
+        else:
+            print(json.dumps(worker(args.worker, args.new, engine, args.ppl_only)))
+        return
+    if engine == "llama_cpp":
+        add_llama_cpp_columns(args.formats, args.new, args.threads, args.repeats)
         return
     if args.ppl_only:  # cross-check: a second implementation's perplexity on the same files
         results = json.loads(OUT.read_text())
