@@ -4,15 +4,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 MATHJAX_VERSION := 3.2.2
+ALPINE_VERSION := 3.17.5
 LLAMA_CPP_VERSION := 0.3.36
 # llama.cpp's default -march=native turns on AMX, which these VMs list but do not allow (it segfaults on the first
-# eval); name the instruction sets instead (this project's machines all have AVX-512).
-LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
-  -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
-# A wheel cache of its own: a crashing wheel built with the default flags may sit in pip's shared cache.
-LLAMA_WHEEL_CACHE := $(HOME)/.cache/lmkit/pip-llama-cpp
+# eval); a fixed AVX-512 list dies with SIGILL where AVX-512 is missing (most laptops, GitHub's runners). So the
+# instruction sets are read from this machine's /proc/cpuinfo, AMX always off (tools/llama_cpp_flags.py).
+LLAMA_CMAKE_ARGS := $(shell $(PYTHON) tools/llama_cpp_flags.py)
+# A wheel cache of its own, one per set of flags: a crashing wheel built with the default flags may sit in pip's
+# shared cache, and pip's cache does not know which flags a wheel was built with.
+LLAMA_WHEEL_CACHE := $(HOME)/.cache/lmkit/pip-llama-cpp-$(shell echo '$(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-8)
 
-.PHONY: setup book test lab lint clean
+.PHONY: setup book test lab lint clean mutants
 
 setup: $(VENV)/.installed
 
@@ -31,22 +33,40 @@ _vendor/mathjax/tex-chtml.js:
 	tmp=$$(mktemp -d) && (cd $$tmp && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && tar xzf mathjax-*.tgz) \
 	  && cp -r $$tmp/package/es5/. _vendor/mathjax/ && rm -rf $$tmp
 
-book: setup _vendor/mathjax/tex-chtml.js
+# Alpine.js, served from the site, shows the precomputed state that a control selects (lmkit/controls.py).
+_vendor/alpine/cdn.min.js:
+	rm -rf _vendor/alpine && mkdir -p _vendor/alpine
+	tmp=$$(mktemp -d) && (cd $$tmp && npm pack --silent alpinejs@$(ALPINE_VERSION) >/dev/null && tar xzf alpinejs-*.tgz) \
+	  && cp $$tmp/package/dist/cdn.min.js _vendor/alpine/ && rm -rf $$tmp
+
+# Every chapter is executed afresh on every build, two at a time (one per core, one thread each), into
+# jupyter-cache; the book build then renders those outputs (execute_notebooks: cache). A chapter that fails here is
+# executed again by the build itself, which fails with its traceback.
+book: setup _vendor/mathjax/tex-chtml.js _vendor/alpine/cdn.min.js
+	LMKIT_STATIC=1 OMP_NUM_THREADS=1 $(BIN)/python tools/nbtools.py execute _build/.jupyter_cache
+	$(BIN)/python tools/nbtools.py page  # "What the notes say, checked", rendered from book/notes_claims.yml
 	LMKIT_STATIC=1 $(BIN)/jupyter-book build . --warningiserror --keep-going
 	@echo "site: _build/html/index.html"
 
-/usr/bin/chromium:
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+# Debian's chromium and its matching driver: the site test moves the controls through WebDriver (selenium).
+/usr/bin/chromium /usr/bin/chromedriver:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 
 lint: setup
 	$(BIN)/ruff check .
 
 # Two test workers on two cores, one thread each: more threads than cores makes PyTorch's spinning threads crawl.
-test: lint book /usr/bin/chromium
+test: lint book /usr/bin/chromium /usr/bin/chromedriver
 	OMP_NUM_THREADS=1 LMKIT_SITE_DIR=_build/html $(BIN)/pytest -n 2 --dist loadscope --nbval-lax tests notebooks
+
+# Mutation audit, on demand only (never in CI): the audit's named mutants, each applied in a private copy with the
+# tests that must catch it, then mutmut's own mutants of the core modules listed in setup.cfg, capped at 30 minutes.
+mutants: setup
+	OMP_NUM_THREADS=1 $(BIN)/python tools/mutants.py
+	OMP_NUM_THREADS=1 timeout 1800 $(BIN)/mutmut run --max-children 2; $(BIN)/mutmut results
 
 lab: setup
 	$(BIN)/jupyter lab notebooks
 
 clean:
-	rm -rf _build _vendor/mathjax
+	rm -rf _build _vendor/mathjax _vendor/alpine

@@ -7,7 +7,7 @@ Triton kernel vs SDPA on a GPU when one is present.
 Time: the fastest of a few repeats after a warm-up (forward, and forward + backward).
 Peak memory, two independent measurements:
 
-* ``tensor_peak``: :class:`lmkit.cost.TensorMemoryTracker`, the peak bytes of live tensors that aten ops
+* ``tensor_peak``: :class:`lmkit.efficient.cost.TensorMemoryTracker`, the peak bytes of live tensors that aten ops
   allocate during the call (inputs excluded);
 * ``rss_peak``: a fresh Python process builds the inputs, resets its peak resident set size (writing 5 to
   ``/proc/self/clear_refs``, Linux), runs the call once and reports ``VmHWM`` (peak RSS) minus the RSS
@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lmkit.cost import TensorMemoryTracker
-from lmkit.flash_attention import flash_attention, naive_attention
+from lmkit.efficient.cost import TensorMemoryTracker
+from lmkit.efficient.flash import flash_attention, naive_attention
 
 ROOT = Path(__file__).resolve().parents[1]
 B, H, D, BLOCK = 1, 4, 64, 128
@@ -132,7 +132,7 @@ def cpu_section(sizes: list[int], rss_sizes: list[int]) -> list[dict]:
 
 def gpu_section(sizes: list[int]) -> list[dict]:
     """Triton kernel vs SDPA in float16 on CUDA (time with CUDA events, peak with max_memory_allocated)."""
-    from lmkit.flash_triton import triton_flash_attention
+    from lmkit.efficient.flash_triton import triton_flash_attention
 
     methods = {
         "triton": lambda q, k, v: triton_flash_attention(q, k, v, is_causal=True, block_m=64, block_n=64),

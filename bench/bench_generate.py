@@ -1,123 +1,258 @@
-"""Greedy generation speed of SmolLM2-135M on this CPU: lmkit (KV cache) vs HF transformers vs llama.cpp.
+"""Decoding speed of SmolLM2-135M on this CPU: lmkit's float32 / bfloat16 / int8 paths vs HF transformers vs
+llama.cpp, each as a fraction of the memory-bandwidth roofline.
 
-    python bench/bench_generate.py [--threads 2] [--new 64] [--repeats 3]
+    python bench/bench_generate.py [--threads 1 2] [--new 32] [--rounds 3] [--prefill 512]
 
-All three run the same weights: lmkit's model dequantized from the GGUF, HF's ``LlamaForCausalLM`` built from those
-float32 weights by :func:`lmkit.loaders.hf.to_hf_llama` (``generate`` with ``do_sample=False``), and llama.cpp
-(``llama-cpp-python``) on the Q4_1 GGUF itself — the quantized format it was made for, so expect it to be faster.
-The prompt is the first 29 tokens of the book's evaluation text; every engine generates exactly ``--new`` tokens
-(end-of-text is not allowed to stop it early). Tokens/s counts new tokens over the whole call (prefill included);
-best of ``--repeats``. llama.cpp runs in a subprocess so a build that does not suit the CPU cannot crash the run.
-Writes ``bench/results/generate.json``.
+Every engine runs the same weights (SmolLM2-135M-Instruct's Q4_1 GGUF, dequantized): lmkit's model on its fast path
+(:func:`lmkit.quant.fast_linear.prepare_for_decoding`: fused projections, PyTorch's attention op, a
+:class:`~lmkit.transformer.kv_cache.StaticKVCache`) in float32, bfloat16 and int8 (LLM.int8()'s vector-wise scheme
+on ``torch._int_mm``), plus lmkit's plain float32 model (unfused, growing cache: the overhead the fast path removes);
+HF's ``LlamaForCausalLM`` built from the same float32 weights (:func:`lmkit.loaders.hf.to_hf_llama`), in float32
+and bfloat16; llama.cpp (``llama-cpp-python``) on the Q4_1 GGUF and on a Q8_0 GGUF written by
+:func:`lmkit.quant.gguf_writer.requantize_gguf`.
+
+Measured separately:
+
+* **decode**: greedy, one token per step after a 29-token prompt; tokens/s over the steps after the first token
+  (the prefill excluded); every engine runs ``--new`` steps;
+* **prefill**: one forward of ``--prefill`` tokens of the book's evaluation text, tokens/s.
+
+Engines and thread counts are interleaved round by round (the machine may be shared: every number is the best of
+``--rounds``, and the ratios are taken between engines measured side by side). llama.cpp runs in a worker
+subprocess, so a build that does not suit the CPU cannot crash the run.
+
+The roofline: decoding one token reads every weight once, so ``tokens/s ≤ bandwidth / bytes of weights per token``.
+The bandwidth is measured here (a sum over a 512 MiB float32 tensor, far larger than the caches) at each thread
+count. Writes ``bench/results/generate.json``: ``runs["<engine>/<format>/<threads>t"]`` plus the bandwidths.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from lmkit import assets
-from lmkit.evaluation import evaluation_tokens
-from lmkit.kv_cache import KVCache
 from lmkit.loaders.hf import to_hf_llama
 from lmkit.loaders.smollm2 import load_smollm2
+from lmkit.quant.fast_linear import prepare_for_decoding, weight_bytes_per_token
 from lmkit.tokenizers import load_smollm2_tokenizer
+from lmkit.training.evaluation import evaluation_tokens
+from lmkit.transformer.kv_cache import KVCache, StaticKVCache
 
 RESULTS = Path(__file__).parent / "results" / "generate.json"
+PROMPT_TOKENS = 29
 
-LLAMA_CPP = """
+LLAMA_CPP_WORKER = """
 import json, sys, time, llama_cpp
-path, threads, new, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-prompt = [int(i) for i in sys.argv[5].split(",")]
-llm = llama_cpp.Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=256, verbose=False)
-best, tokens = float("inf"), []
-for _ in range(repeats):
+models = {}
+for line in sys.stdin:
+    cmd = json.loads(line)
+    key = (cmd["path"], cmd["threads"])
+    if key not in models:
+        models[key] = llama_cpp.Llama(model_path=cmd["path"], n_threads=cmd["threads"], n_threads_batch=cmd["threads"],
+                                      n_ctx=1024, n_batch=512, verbose=False)
+    llm = models[key]
     llm.reset()
-    t0, tokens = time.perf_counter(), []
-    for tok in llm.generate(prompt, temp=0.0, top_k=1, reset=True):
-        tokens.append(tok)
-        if len(tokens) == new:
-            break
-    best = min(best, time.perf_counter() - t0)
-print(json.dumps({"seconds": best, "tokens": tokens}))
+    if cmd["task"] == "prefill":
+        t0 = time.perf_counter()
+        llm.eval(cmd["prompt"])
+        out = {"seconds": time.perf_counter() - t0}
+    else:
+        tokens, stamps = [], []
+        for tok in llm.generate(cmd["prompt"], temp=0.0, top_k=1, reset=True):
+            tokens.append(tok)
+            stamps.append(time.perf_counter())
+            if len(tokens) == cmd["new"]:
+                break
+        out = {"seconds": stamps[-1] - stamps[0], "tokens": tokens}
+    print(json.dumps(out), flush=True)
 """
 
 
+class LlamaCpp:
+    """llama.cpp in a long-lived subprocess: the models stay loaded between rounds."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", LLAMA_CPP_WORKER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def run(self, **cmd) -> dict:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"llama.cpp worker died: {self.proc.stderr.read()[-300:]}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
 @torch.inference_mode()
-def lmkit_greedy(model, prompt: torch.Tensor, new: int) -> list[int]:
-    """The plain greedy loop with lmkit's KV cache: prefill once, then one token per step."""
-    cache, out = KVCache(), []
-    logits = model(prompt, cache=cache).logits
+def lmkit_decode(model, prompt: torch.Tensor, new: int, static: bool) -> tuple[float, list[int]]:
+    """Greedy decoding with lmkit's KV cache: (seconds for the steps after the first token, tokens)."""
+    cache = StaticKVCache(prompt.shape[1] + new) if static else KVCache()
+    logits, out = model(prompt, cache=cache).logits, []
     for _ in range(new):
         nxt = logits[:, -1].argmax(-1, keepdim=True)  # (1, 1)
         out.append(int(nxt))
+        if len(out) == 1:
+            t0 = time.perf_counter()
         if len(out) < new:
             logits = model(nxt, cache=cache).logits
-    return out
+    return time.perf_counter() - t0, out
 
 
 @torch.inference_mode()
-def hf_greedy(model, prompt: torch.Tensor, new: int) -> list[int]:
-    ids = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new, min_new_tokens=new,
-                         do_sample=False, pad_token_id=2)
-    return ids[0, prompt.shape[1]:].tolist()
+def hf_decode(model, prompt: torch.Tensor, new: int) -> tuple[float, list[int]]:
+    """The same loop on HF's model and its own cache (``past_key_values``)."""
+    res, out = model(prompt, use_cache=True), []
+    for _ in range(new):
+        nxt = res.logits[:, -1].argmax(-1, keepdim=True)
+        out.append(int(nxt))
+        if len(out) == 1:
+            t0 = time.perf_counter()
+        if len(out) < new:
+            res = model(nxt, past_key_values=res.past_key_values, use_cache=True)
+    return time.perf_counter() - t0, out
 
 
-def best_time(fn, repeats: int) -> tuple[float, list[int]]:
-    best, out = float("inf"), []
+@torch.inference_mode()
+def torch_prefill(model, ids: torch.Tensor, hf: bool) -> float:
+    t0 = time.perf_counter()
+    model(ids, use_cache=True) if hf else model(ids, cache=StaticKVCache(ids.shape[1]))
+    return time.perf_counter() - t0
+
+
+def memory_bandwidth(threads: int, mib: int = 512, repeats: int = 5) -> float:
+    """Read bandwidth in bytes/s: the best of ``repeats`` sums over a ``mib`` MiB float32 tensor."""
+    torch.set_num_threads(threads)
+    x = torch.ones(mib * 2**20 // 4)
+    best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        out = fn()
+        x.sum()
         best = min(best, time.perf_counter() - t0)
-    return best, out
+    return x.numel() * 4 / best
+
+
+def gguf_weight_bytes(path: Path) -> int:
+    """Bytes of all tensors of a GGUF: with the output tied to the embedding, one token reads every one of them."""
+    import gguf
+
+    return sum(int(t.n_bytes) for t in gguf.GGUFReader(str(path)).tensors)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--new", type=int, default=64)
-    parser.add_argument("--prompt", type=int, default=29)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--new", type=int, default=32)
+    parser.add_argument("--prefill", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--q8", type=Path, default=None, help="a Q8_0 GGUF (default: written to a temp dir)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
 
     path = assets.smollm2_gguf()
-    model = load_smollm2(path)
-    hf = to_hf_llama(model)
-    prompt = evaluation_tokens(load_smollm2_tokenizer(path).encode, args.prompt)[None]  # (1, P)
-    lmkit_greedy(model, prompt, 4), hf_greedy(hf, prompt, 4)  # warm-up
+    tok = load_smollm2_tokenizer(path)
+    long_prompt = evaluation_tokens(tok.encode, args.prefill)[None]  # (1, prefill)
+    prompt = long_prompt[:, :PROMPT_TOKENS]
+    base = load_smollm2(path)
+    torch_engines = {  # name -> (model, kind)
+        "lmkit/float32-plain": (base, "lmkit-plain"),
+        **{f"lmkit/{fmt}": (prepare_for_decoding(copy.deepcopy(base), fmt), "lmkit")
+           for fmt in ("float32", "bfloat16", "int8")},
+        "hf/float32": (to_hf_llama(base).eval(), "hf"),
+    }
+    torch_engines["hf/bfloat16"] = (copy.deepcopy(torch_engines["hf/float32"][0]).to(torch.bfloat16), "hf")
+    bytes_per_token = {name: weight_bytes_per_token(m) for name, (m, kind) in torch_engines.items() if kind != "hf"}
+    for fmt in ("float32", "bfloat16"):  # HF reads the same tensors as lmkit in the same dtype
+        bytes_per_token[f"hf/{fmt}"] = bytes_per_token[f"lmkit/{fmt}"]
 
-    results = {"threads": args.threads, "prompt_tokens": args.prompt, "new_tokens": args.new,
-               "device": "cpu", "torch": torch.__version__}
-    t, ours = best_time(lambda: lmkit_greedy(model, prompt, args.new), args.repeats)
-    results["lmkit_tok_s"] = args.new / t
-    t, theirs = best_time(lambda: hf_greedy(hf, prompt, args.new), args.repeats)
-    results["hf_tok_s"] = args.new / t
-    results["hf_same_tokens"] = ours == theirs
+    tmp = tempfile.TemporaryDirectory()
+    q8 = args.q8
+    if q8 is None:
+        from lmkit.quant.gguf_writer import requantize_gguf
 
-    done = subprocess.run([sys.executable, "-c", LLAMA_CPP, str(path), str(args.threads), str(args.new),
-                           str(args.repeats), ",".join(map(str, prompt[0].tolist()))], capture_output=True, text=True)
-    if done.returncode == 0:
-        cpp = json.loads(done.stdout.strip().splitlines()[-1])
-        results["llama_cpp_tok_s"] = args.new / cpp["seconds"]
-        results["llama_cpp_same_tokens"] = cpp["tokens"] == ours
-    else:
-        results["llama_cpp_error"] = f"return code {done.returncode}: {done.stderr.strip()[-300:]}"
+        q8 = Path(tmp.name) / "SmolLM2-135M-Instruct.Q8_0.gguf"
+        requantize_gguf(path, q8, "Q8_0")
+    gguf_files = {"llama.cpp/Q4_1": path, "llama.cpp/Q8_0": q8}
+    bytes_per_token.update({name: gguf_weight_bytes(p) for name, p in gguf_files.items()})
+    cpp = LlamaCpp()
 
-    print(f"lmkit (float32, KV cache): {results['lmkit_tok_s']:6.1f} tokens/s")
-    print(f"HF transformers (float32): {results['hf_tok_s']:6.1f} tokens/s   lmkit/HF = "
-          f"{results['lmkit_tok_s'] / results['hf_tok_s']:.2f}   same tokens: {results['hf_same_tokens']}")
-    if "llama_cpp_tok_s" in results:
-        print(f"llama.cpp (Q4_1 GGUF):     {results['llama_cpp_tok_s']:6.1f} tokens/s   lmkit/llama.cpp = "
-              f"{results['lmkit_tok_s'] / results['llama_cpp_tok_s']:.2f}")
-    else:
-        print(f"llama.cpp: not measured ({results['llama_cpp_error']})")
+    runs: dict[str, dict] = {}
+    bandwidth = {t: memory_bandwidth(t) for t in args.threads}
+
+    def record(name: str, threads: int, decode_s: float | None = None, prefill_s: float | None = None,
+               tokens: list[int] | None = None) -> None:
+        engine, fmt = name.split("/")
+        r = runs.setdefault(f"{name}/{threads}t", {"engine": engine, "format": fmt, "threads": threads,
+                                                   "decode_tok_s": 0.0, "prefill_tok_s": 0.0,
+                                                   "bytes_per_token": bytes_per_token[name]})
+        if decode_s is not None:
+            r["decode_tok_s"] = max(r["decode_tok_s"], (args.new - 1) / decode_s)
+            r["tokens"] = tokens
+        if prefill_s is not None:
+            r["prefill_tok_s"] = max(r["prefill_tok_s"], args.prefill / prefill_s)
+
+    for _, (m, kind) in torch_engines.items():  # warm-up
+        hf_decode(m, prompt, 2) if kind == "hf" else lmkit_decode(m, prompt, 2, kind == "lmkit")
+    for rnd in range(args.rounds):
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            bandwidth[threads] = max(bandwidth[threads], memory_bandwidth(threads, repeats=2))
+            for name, (m, kind) in torch_engines.items():
+                if kind == "hf":
+                    s, toks = hf_decode(m, prompt, args.new)
+                else:
+                    s, toks = lmkit_decode(m, prompt, args.new, kind == "lmkit")
+                record(name, threads, decode_s=s, tokens=toks,
+                       prefill_s=torch_prefill(m, long_prompt, kind == "hf"))
+            for name, p in gguf_files.items():
+                dec = cpp.run(path=str(p), threads=threads, task="decode", prompt=prompt[0].tolist(), new=args.new)
+                pre = cpp.run(path=str(p), threads=threads, task="prefill", prompt=long_prompt[0].tolist())
+                record(name, threads, decode_s=dec["seconds"], tokens=dec["tokens"], prefill_s=pre["seconds"])
+            time.sleep(2.0)  # llama.cpp's worker threads keep polling for a moment: let them go idle first
+            print(f"round {rnd + 1}/{args.rounds}, {threads} thread(s) done", flush=True)
+    cpp.close()
+
+    for r in runs.values():
+        ref = runs[f"lmkit/float32/{r['threads']}t"]["tokens"]
+        r["same_tokens_as_lmkit_float32"] = r["tokens"] == ref
+        r["roofline_tok_s"] = bandwidth[r["threads"]] / r["bytes_per_token"]
+        r["roofline_fraction"] = r["decode_tok_s"] / r["roofline_tok_s"]
+    targets = {}
+    for t in args.threads:
+        d = {name: runs[f"{name}/{t}t"]["decode_tok_s"] for name in (*torch_engines, *gguf_files)}
+        targets[f"{t}t"] = {
+            "lmkit int8 / llama.cpp Q4_1 (target >= 1.0)": d["lmkit/int8"] / d["llama.cpp/Q4_1"],
+            "lmkit bf16 / llama.cpp Q4_1 (target >= 0.5)": d["lmkit/bfloat16"] / d["llama.cpp/Q4_1"],
+            "lmkit float32 / HF float32 (target >= 1.0)": d["lmkit/float32"] / d["hf/float32"],
+        }
+    results = {
+        "device": "cpu", "torch": torch.__version__, "prompt_tokens": PROMPT_TOKENS, "new_tokens": args.new,
+        "prefill_tokens": args.prefill, "rounds": args.rounds,
+        "bandwidth_bytes_per_s": {f"{t}t": b for t, b in bandwidth.items()},
+        "runs": runs, "targets": targets,
+    }
+    print(f"{'engine/format/threads':28s} {'decode tok/s':>12s} {'prefill tok/s':>13s} {'MB/token':>9s} "
+          f"{'roofline':>8s}  same tokens")
+    for key, r in runs.items():
+        print(f"{key:28s} {r['decode_tok_s']:12.1f} {r['prefill_tok_s']:13.1f} {r['bytes_per_token'] / 1e6:9.1f} "
+              f"{r['roofline_fraction']:8.0%}  {r['same_tokens_as_lmkit_float32']}")
+    for t, b in bandwidth.items():
+        print(f"memory bandwidth, {t} thread(s): {b / 1e9:.1f} GB/s")
+    for t, ratios in targets.items():
+        for what, value in ratios.items():
+            print(f"{t}: {what}: {value:.2f}")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")

@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 
 from lmkit.data import pydoc_text, split_text
-from lmkit.evaluation import evaluation_tokens, perplexity
 from lmkit.loaders.smollm2 import load_smollm2
 from lmkit.quant.driver import QuantConfig, calibration_batch, quantize_timed
 from lmkit.tokenizers import load_smollm2_tokenizer
+from lmkit.training.evaluation import evaluation_tokens, perplexity
 
 OUT = Path(__file__).resolve().parent / "results" / "gptq_awq.json"
 

@@ -5,10 +5,11 @@
     python bench/bench_quant_formats.py --engine lmkit --ppl-only --formats F32 Q4_0   # add a cross-check column
     python bench/bench_quant_formats.py --engine llama_cpp --threads 2   # add llama.cpp time-per-request columns
 
-The model runs in lmkit (``load_smollm2``, ``lmkit.evaluation.perplexity``, ``lmkit.decoding.generate``) or, with
-``--engine hf``, in HF transformers reading the same GGUF files (``from_pretrained(..., gguf_file=...)``): the same
-weights through an implementation nobody here wrote. ``--ppl-only`` adds ``perplexity_<engine>`` to an existing
-JSON, so the two implementations can be compared on the same files. ``--engine llama_cpp`` adds
+The model runs in lmkit (``load_smollm2``, ``lmkit.training.evaluation.perplexity``,
+``lmkit.decoding.generate``) or, with ``--engine hf``, in HF transformers reading the same GGUF files
+(``from_pretrained(..., gguf_file=...)``): the same weights through an implementation nobody here wrote.
+``--ppl-only`` adds ``perplexity_<engine>`` to an existing JSON, so the two implementations can be compared on the
+same files. ``--engine llama_cpp`` adds
 ``s_per_request_llama_cpp_N`` columns to an existing JSON: llama.cpp (``llama-cpp-python``) timing greedy generation
 on each GGUF file itself, multiplying straight from the packed blocks (NF4 has no GGUF type, so it gets none).
 
@@ -98,8 +99,8 @@ def nf4_file_bytes() -> int:
 def engine_available() -> str:
     """``lmkit`` when lmkit's SmolLM2 loader is installed, else ``hf`` (transformers reading the same GGUF)."""
     try:
-        import lmkit.evaluation  # noqa: F401
         import lmkit.loaders.smollm2  # noqa: F401
+        import lmkit.training.evaluation  # noqa: F401
     except ImportError:
         return "hf"
     return "lmkit"
@@ -124,7 +125,7 @@ def model_perplexity(model, ids, engine: str) -> float:
     import torch
 
     if engine == "lmkit":
-        from lmkit.evaluation import perplexity
+        from lmkit.training.evaluation import perplexity
 
         return float(perplexity(model, ids))
     return float(torch.exp(model(ids[None], labels=ids[None]).loss))  # one window of 2048, same definition

@@ -114,16 +114,47 @@ def bench_training(text: str, vocab_size: int, naive_merges: int) -> dict:
     }
 
 
-def bench_encoding(text: str) -> dict:
-    import tiktoken
+def smollm2_hf(tok: ByteLevelBPE):
+    """HF ``tokenizers`` built from the same vocabulary and merges as lmkit's SmolLM2 tokenizer."""
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 
-    tok = load_smollm2_tokenizer()
     hf = Tokenizer(models.BPE({t: i for i, t in enumerate(tok.vocab)}, tok.merges))
     hf.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
     )
     hf.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in tok.special_tokens])
+    return hf
+
+
+def bench_long_words(lengths: tuple[int, ...] = (20_000, 200_000), one_char_mb: float = 1.0) -> dict:
+    """Long words, where a BPE that rescans the word after every merge is quadratic: random letters (one pre-token)
+    encoded with SmolLM2's vocabulary, and training on a corpus that is one character repeated."""
+    import random
+
+    tok = load_smollm2_tokenizer()
+    hf = smollm2_hf(tok)
+    rng = random.Random(0)
+    rows = []
+    for n in lengths:
+        word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(n))
+        tok._cache.clear()
+        t_lmkit, ids = best_of(lambda w=word: (tok._cache.clear(), tok.encode(w))[1], repeat=1)
+        t_hf, hf_ids = best_of(lambda w=word: hf.encode(w).ids, repeat=1)
+        assert ids == hf_ids, "lmkit and HF disagree on a long word"
+        rows.append({"chars": n, "lmkit_s": t_lmkit, "hf_s": t_hf, "lmkit_over_hf": t_lmkit / t_hf})
+    text = "a" * int(one_char_mb * 1e6)
+    t_train, ours = best_of(lambda: ByteLevelBPE.train(text, 300), repeat=1)
+    t_hf_train, hf_merges = best_of(lambda: hf_train(text, 300), repeat=1)
+    assert ours.merges == hf_merges, "lmkit and HF learned different merges on one repeated character"
+    return {"encode": rows, "train_one_char": {"chars": len(text), "lmkit_s": t_train, "hf_s": t_hf_train,
+                                               "lmkit_over_hf": t_train / t_hf_train}}
+
+
+def bench_encoding(text: str) -> dict:
+    import tiktoken
+
+    tok = load_smollm2_tokenizer()
+    hf = smollm2_hf(tok)
     ranks: dict[bytes, int] = {bytes([b]): b for b in range(256)}
     for left, right in tok.merges:
         ranks.setdefault(tok.decode_bytes([tok.token_to_id(left + right)]), len(ranks))
@@ -175,6 +206,7 @@ def main() -> None:
         "training": bench_training(train_text, 4000, naive_merges=200),
         "training_stdlib": bench_training(stdlib_source(3_000_000), 16000, naive_merges=0),
         "encoding": bench_encoding(data.pydoc_text()),
+        "long_words": bench_long_words(),
     }
     tr, en = results["training"], results["encoding"]
     report_training(tr, "pydoc text")
@@ -194,6 +226,12 @@ def main() -> None:
         f"  HF is {en['hf_over_lmkit_cold']:.1f}x and tiktoken {en['tiktoken_over_lmkit_cold']:.1f}x"
         " faster than lmkit (cold)"
     )
+    for row in results["long_words"]["encode"]:
+        print(f"Encoding one word of {row['chars']:,} random letters: lmkit {row['lmkit_s']:.2f} s | HF "
+              f"{row['hf_s']:.2f} s | lmkit/HF = {row['lmkit_over_hf']:.1f}x")
+    one = results["long_words"]["train_one_char"]
+    print(f"Training on {one['chars']:,} copies of one character: lmkit {one['lmkit_s']:.2f} s | HF {one['hf_s']:.2f} s"
+          f" | lmkit/HF = {one['lmkit_over_hf']:.1f}x")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")

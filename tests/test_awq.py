@@ -11,9 +11,9 @@ import pytest
 import torch
 from test_gptq import correlated_inputs, smollm2_layer0  # noqa: F401  (a fixture)
 
-from lmkit.quant.absmax import rtn_fake_quantize
 from lmkit.quant.awq import apply_clip, awq_quantize, awq_scales, search_clip, search_scale
-from lmkit.quant.gptq import InputStats, layer_error, rtn_groupwise
+from lmkit.quant.gptq import layer_error
+from lmkit.quant.rtn import InputStats, rtn_fake_quantize, rtn_groupwise
 
 
 def test_scales_are_normalised_powers_of_the_activation_magnitude():

@@ -11,7 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from lmkit.cost import (
+from lmkit.efficient.cost import (
     TensorMemoryTracker,
     attention_flops,
     flash_attention_io,
@@ -20,7 +20,7 @@ from lmkit.cost import (
     paper_block_sizes,
     transformer_forward_flops,
 )
-from lmkit.flash_attention import flash_attention, naive_attention
+from lmkit.efficient.flash import flash_attention, naive_attention
 
 
 def test_naive_io_hand_computed():

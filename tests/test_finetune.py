@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lmkit import finetune
+from lmkit.training import finetune
 
 transformers = pytest.importorskip("transformers")
 PAD = 0
@@ -88,9 +88,9 @@ NEGATIVE = ["bad", "terrible", "awful", "boring", "horrible", "poor", "disappoin
 
 @pytest.mark.slow
 def test_lora_finetuning_of_minilm_changes_behaviour(minilm_path) -> None:  # noqa: ANN001
-    from lmkit import lora
     from lmkit.loaders.minilm import load_minilm
     from lmkit.tokenizers import load_minilm_tokenizer
+    from lmkit.training import lora
 
     tok = load_minilm_tokenizer(minilm_path)
     data = [(f"the {item} was {'not ' if negated else ''}{adj}.", int((adj in POSITIVE) != negated), item)
@@ -139,12 +139,9 @@ def test_lora_finetuning_of_minilm_changes_behaviour(minilm_path) -> None:  # no
 
 
 def test_layer_groups_cover_every_parameter_of_an_lmkit_encoder() -> None:
-    from lmkit.transformer import Transformer, TransformerConfig
+    from lmkit.transformer.model import Transformer, TransformerConfig
 
-    cfg = TransformerConfig(vocab_size=30, d_model=16, n_layers=3, n_heads=2, d_ff=32, max_positions=16,
-                            positions="learned", norm="layernorm", norm_placement="post", embedding_norm=True,
-                            final_norm=False, activation="gelu", mask="bidirectional", n_token_types=2,
-                            lm_head=False)
+    cfg = TransformerConfig.preset("bert", vocab_size=30, d_model=16, n_layers=3, n_heads=2, d_ff=32, max_positions=16)
     clf = finetune.SequenceClassifier(Transformer(cfg), 16, 2, pooling="pooler")
     groups = finetune.transformer_layer_groups(clf.backbone, head=[clf.pooler, clf.classifier])
     assert len(groups) == 3 + 2

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn.attention.bias import causal_lower_right
 
-from lmkit.flash_attention import flash_attention, naive_attention, structural_mask, tile_schedule
-from lmkit.masks import combine, padding_mask
+from lmkit.efficient.flash import flash_attention, naive_attention, structural_mask, tile_schedule
+from lmkit.transformer.masks import combine, padding_mask
 
 F64 = dict(dtype=torch.float64)
 # causal_lower_right warns about NaNs when N_q > N_k (those rows are fully masked); we check they are zeros instead.

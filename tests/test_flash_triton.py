@@ -25,9 +25,9 @@ triton = pytest.importorskip("triton")
 import torch.nn.functional as F  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from lmkit.flash_attention import structural_mask  # noqa: E402
-from lmkit.flash_triton import triton_flash_attention  # noqa: E402
-from lmkit.masks import padding_mask  # noqa: E402
+from lmkit.efficient.flash import structural_mask  # noqa: E402
+from lmkit.efficient.flash_triton import triton_flash_attention  # noqa: E402
+from lmkit.transformer.masks import padding_mask  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = dict(rtol=2e-5, atol=2e-5) if DEVICE == "cpu" else dict(rtol=2e-3, atol=2e-3)  # GPU tl.dot may use TF32
@@ -91,11 +91,21 @@ def test_padding_mask_and_fully_masked_rows():
     assert torch.equal(out[2], torch.zeros_like(out[2]))
 
 
+def in_nan_buffer(t):
+    """``t`` as a view into a larger NaN-filled buffer: a kernel reading past its last row or column gets NaN."""
+    buf = torch.full((2 * t.shape[0] + 32, 2 * t.shape[1] + 32), float("nan"), dtype=t.dtype, device=t.device)
+    view = buf[: t.shape[0], : t.shape[1]]
+    view.copy_(t)
+    return view
+
+
 @kernels
 def test_float_bias_window_and_scale():
     q, k, v = qkv(1, 2, 50, 50, 16)
     pos = torch.arange(50, device=DEVICE)
-    bias = -0.1 * (pos[:, None] - pos[None, :]).abs().float()  # ALiBi-like bias
+    # ALiBi-like bias inside a NaN buffer: 50 is not a multiple of 16, so the last query block is partial and any
+    # load of bias rows >= 50 (the bug once in the dK/dV kernel) turns dK/dV into NaN, every run.
+    bias = in_nan_buffer(-0.1 * (pos[:, None] - pos[None, :]).abs().float())
     window = structural_mask(50, 50, True, window=12, device=DEVICE)
     ref_mask = bias.masked_fill(~window, float("-inf"))
     check(q, k, v, ref_mask, attn_mask=bias, is_causal=True, window=12, scale=0.2, block_m=16, block_n=16)
@@ -115,9 +125,33 @@ def test_grouped_query_attention():
 
 
 @kernels
+def test_boolean_mask_in_a_nan_buffer_is_read_only_inside():
+    q, k, v = qkv(1, 1, 37, 45, 16)
+    keep = torch.rand(37, 45, generator=torch.Generator().manual_seed(3)) > 0.3
+    buf = torch.ones(100, 100, dtype=torch.bool, device=DEVICE)
+    view = buf[:37, :45]
+    view.copy_(keep)  # outside the view every entry is True: reading it would unmask hidden keys
+    check(q, k, v, keep.to(DEVICE), attn_mask=view, block_m=16, block_n=16)
+
+
+@kernels
+def test_nan_inputs_propagate_as_nan():
+    q, k, v = qkv(1, 1, 20, 20, 16)
+    with torch.no_grad():
+        q2 = q.detach().clone()
+        q2[0, 0, 3, 0] = float("nan")
+        out = triton_flash_attention(q2, k, v, is_causal=True, block_m=16, block_n=16)
+    expected = torch.zeros_like(out, dtype=torch.bool)
+    expected[0, 0, 3] = True  # a NaN in query 3 poisons its own row only (softmax(q·K) V), never turned into zeros
+    assert torch.equal(out.isnan(), expected)
+
+
+@kernels
 def test_bad_inputs():
     q, k, v = qkv(1, 1, 16, 16, 16)
     with pytest.raises(ValueError, match="power of two"):
         triton_flash_attention(q, k, v, block_m=24)
     with pytest.raises(TypeError, match="float64"):
         triton_flash_attention(q.double(), k.double(), v.double())
+    with pytest.raises(TypeError, match="is_causal must be a bool"):
+        triton_flash_attention(q, k, v, None, torch.ones(16, 16, dtype=torch.bool))

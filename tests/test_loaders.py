@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmkit.evaluation import evaluation_tokens, perplexity
-from lmkit.kv_cache import KVCache
 from lmkit.loaders.hf import from_hf_bert, from_hf_gpt2, to_hf_llama
 from lmkit.loaders.minilm import embed
 from lmkit.loaders.smollm2 import chat_prompt
+from lmkit.training.evaluation import evaluation_tokens, perplexity
+from lmkit.transformer.kv_cache import KVCache
 
 SENTENCES = [
     "The cat sits on the mat.",

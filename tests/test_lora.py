@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from lmkit import lora
+from lmkit.training import lora
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmkit import masks
+from lmkit.transformer import masks
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 16])

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmkit.ffn import FeedForward, activation_fn
-from lmkit.norms import BatchNorm, LayerNorm, RMSNorm
+from lmkit.transformer.ffn import FeedForward, activation_fn
+from lmkit.transformer.norms import BatchNorm, LayerNorm, RMSNorm
 
 
 def test_layernorm_and_rmsnorm_match_torch():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from lmkit import objectives as obj
+from lmkit.training import objectives as obj
 
 VOCAB = 1000
 MASK_ID = 3

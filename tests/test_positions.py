@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from lmkit.positions import (
+from lmkit.transformer.positions import (
     alibi_bias,
     alibi_slopes,
     apply_rope,

@@ -8,10 +8,9 @@ from lmkit.quant.absmax import (
     quantize_absmax,
     quantize_int,
     quantize_zeropoint,
-    rtn_fake_quantize,
-    rtn_quantize,
 )
 from lmkit.quant.base import QuantLinear, quantize_linears
+from lmkit.quant.rtn import rtn_fake_quantize, rtn_quantize
 
 
 @pytest.fixture

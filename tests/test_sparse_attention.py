@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers.masking_utils import sliding_window_causal_mask_function
 
-from lmkit.masks import causal_mask
-from lmkit.sparse_attention import (
+from lmkit.efficient.sparse import (
     attended_pairs,
     fixed_mask,
     head_masks,
@@ -24,6 +23,7 @@ from lmkit.sparse_attention import (
     sparse_attention,
     strided_mask,
 )
+from lmkit.transformer.masks import causal_mask
 
 
 def from_sets(n, allowed):

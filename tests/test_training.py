@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from lmkit import objectives, training
+from lmkit.training import objectives
+from lmkit.training import recipe as training
 
 VOCAB, CTX = 40, 16
 

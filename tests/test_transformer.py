@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmkit.kv_cache import KVCache
-from lmkit.transformer import EncoderDecoder, Transformer, TransformerConfig
+from lmkit.transformer.kv_cache import KVCache
+from lmkit.transformer.model import EncoderDecoder, Transformer, TransformerConfig
 
 
 def _tiny(**kw) -> Transformer:
@@ -124,13 +124,13 @@ def test_clear_errors():
 
 @pytest.mark.parametrize("mask,positions", [("causal", "rope"), ("bidirectional", "learned"), ("prefix_lm", "alibi")])
 def test_flash_attention_impl_equals_eager(mask, positions, monkeypatch):
-    """attention_impl="flash" routes attention through lmkit.flash_attention: same logits and gradients as the
+    """attention_impl="flash" routes attention through lmkit.efficient.flash: same logits and gradients as the
     explicit softmax, with GQA, left padding, a KV cache and an ALiBi bias."""
-    import lmkit.attention
+    import lmkit.efficient.flash  # the attention module imports it on first use, so the patch is what it gets
 
     calls = []
-    real = lmkit.attention.flash_attention
-    monkeypatch.setattr(lmkit.attention, "flash_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = lmkit.efficient.flash.flash_attention
+    monkeypatch.setattr(lmkit.efficient.flash, "flash_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
     eager = _tiny(mask=mask, positions=positions, n_kv_heads=2)
     flash = _tiny(mask=mask, positions=positions, n_kv_heads=2, attention_impl="flash")
     flash.load_state_dict(eager.state_dict())

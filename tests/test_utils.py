@@ -1,7 +1,7 @@
-import ipywidgets as widgets
 import torch
 
-from lmkit import masks, utils
+from lmkit import utils
+from lmkit.transformer import masks
 
 
 def test_seed_everything_is_deterministic():
@@ -24,22 +24,21 @@ def test_source_is_the_real_source():
     assert "tril()" in text
 
 
-def test_interact_static_mode_runs_defaults_once(monkeypatch, capsys):
-    monkeypatch.setenv(utils.STATIC_ENV, "1")
-    calls = []
-
-    def fn(kind="causal", n=3):
-        calls.append((kind, n))
-        return kind, n
-
-    result = utils.interact(fn, kind=widgets.Dropdown(options=["a", "causal"], value="causal"), n=(1, 10))
-    assert calls == [("causal", 3)]  # slider abbreviation (1, 10) takes the function's default 3
-    assert result == ("causal", 3)
-    assert "interactive" in capsys.readouterr().out
+def test_show_source_folds_to_a_section(capsys):
+    text = utils.source_of(masks.prefix_lm_mask)
+    section = utils.source_section(text, "mask = causal_mask", "return mask")
+    assert section.splitlines()[0].strip().startswith("mask = causal_mask")
+    assert section.splitlines()[-1].strip().startswith("return mask")
+    assert len(section.splitlines()) < len(text.splitlines())
+    utils.show_source(masks.prefix_lm_mask, "mask = causal_mask", "return mask")  # plain Python: printed
+    out = capsys.readouterr().out
+    assert out.startswith(section) and "lines in all" in out
 
 
-def test_interact_live_mode_returns_widget(monkeypatch):
-    monkeypatch.delenv(utils.STATIC_ENV, raising=False)
-    box = utils.interact(lambda n=2: n * 2, n=(1, 5))
-    assert isinstance(box, widgets.interactive)
-    assert box.result == 4
+def test_show_source_names_a_missing_marker():
+    import pytest
+
+    with pytest.raises(ValueError, match="does not occur"):
+        utils.source_section("a\nb\n", "zzz")
+    with pytest.raises(ValueError, match="does not occur after"):
+        utils.source_section("a\nb\n", "a", "zzz")

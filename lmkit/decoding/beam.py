@@ -28,14 +28,16 @@ candidate's parent, token, score and fate (kept / finished / pruned) — the not
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from lmkit.checks import check_int
+from lmkit.decoding.config import GenerationConfig
 from lmkit.decoding.processors import Processor, build_processors
-from lmkit.decoding.step import check_prompt, check_scores, default_cache, next_token_logits
+from lmkit.decoding.step import check_fits_model, check_prompt, check_scores, default_cache, next_token_logits
 from lmkit.decoding.stopping import eos_tensor, stopping_criteria
 
 
@@ -73,77 +75,45 @@ def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.take_along_dim(x, index, dim=1)
 
 
-def _check_beam_args(num_beams: int, length_penalty: float, early_stopping: Any, num_return_sequences: int) -> None:
-    if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
-        raise ValueError(f"num_beams must be an int >= 1, got {num_beams!r}")
-    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)):
-        raise ValueError(f"length_penalty must be a number, got {length_penalty!r}")
-    if not math.isfinite(length_penalty):
-        raise ValueError(f"length_penalty must be finite, got {length_penalty}")
-    if not (isinstance(early_stopping, bool) or early_stopping == "never"):
-        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
-    if isinstance(num_return_sequences, bool) or not isinstance(num_return_sequences, int):
-        raise ValueError(f"num_return_sequences must be an int, got {num_return_sequences!r}")
-    if not 1 <= num_return_sequences <= num_beams:
-        raise ValueError(f"num_return_sequences must be in [1, num_beams={num_beams}], got {num_return_sequences}")
-
-
 @torch.no_grad()
 def beam_search(
     model: Any,
     input_ids: torch.Tensor,
-    max_new_tokens: int = 20,
+    max_new_tokens: int | None = None,
     *,
-    num_beams: int = 4,
-    length_penalty: float = 1.0,
-    early_stopping: bool | str = False,
-    num_return_sequences: int = 1,
+    config: GenerationConfig | None = None,
     attention_mask: torch.Tensor | None = None,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float = 1.0,
-    repetition_penalty: float = 1.0,
-    presence_penalty: float = 0.0,
-    frequency_penalty: float = 0.0,
-    no_repeat_ngram_size: int = 0,
-    min_length: int = 0,
-    min_new_tokens: int = 0,
-    eos_token_id: int | Sequence[int] | None = None,
-    pad_token_id: int | None = None,
-    stop_strings: str | Sequence[str] | None = None,
     decode: Callable[[list[int]], str] | None = None,
     generator: torch.Generator | None = None,
     logits_processors: Iterable[Processor] = (),
     cache: Any | None = None,
     record_history: bool = False,
+    **settings: Any,
 ) -> BeamSearchOutput:
     """Beam search over ``input_ids`` ``(B, T)`` (left-padded with ``attention_mask`` for a batch).
 
-    The processors act on log-probabilities (as in HF). With ``do_sample=True`` the ``2 × num_beams`` candidates
-    are drawn without replacement from ``softmax`` of the accumulated scores instead of taken as the top ones
-    (HF's beam sampling), after temperature / top-k / top-p, which then keep at least ``#EOS + 1`` tokens (2 without
-    an EOS), so a beam can always continue.
-    Other arguments: see :func:`~lmkit.decoding.generate.generate`.
+    Settings and inputs as in :func:`~lmkit.decoding.generate.generate` (a
+    :class:`~lmkit.decoding.config.GenerationConfig` and/or its fields as keywords); without ``config``,
+    ``num_beams`` defaults to 4. The processors act on log-probabilities (as in HF). With ``do_sample=True`` the
+    ``2 × num_beams`` candidates are drawn without replacement from ``softmax`` of the accumulated scores instead of
+    taken as the top ones (HF's beam sampling), after temperature / top-k / top-p, which then keep at least
+    ``#EOS + 1`` tokens (2 without an EOS), so a beam can always continue.
     """
-    _check_beam_args(num_beams, length_penalty, early_stopping, num_return_sequences)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    if config is None:
+        settings.setdefault("num_beams", 4)
+    c = GenerationConfig.resolve(config, max_new_tokens=max_new_tokens, **settings)
+    check_int("num_return_sequences", c.num_return_sequences, minimum=1, maximum=c.num_beams)
     input_ids, mask = check_prompt(input_ids, attention_mask)
+    check_fits_model(model, input_ids, c)
     B, T = input_ids.shape
-    K = num_beams
-    eos = eos_tensor(eos_token_id)
+    K = c.num_beams
+    eos = eos_tensor(c.eos_token_id)
     n_candidates = max(2, 1 + (0 if eos is None else eos.numel())) * K
-    max_length = T + max_new_tokens
-    processors = build_processors(
-        prompt_length=T, do_sample=do_sample, eos_token_id=eos_token_id, temperature=temperature, top_k=top_k,
-        top_p=top_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
-        frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size, min_length=min_length,
-        min_new_tokens=min_new_tokens, min_tokens_to_keep=(2 if eos is None else eos.numel() + 1),
-        extra=logits_processors,
-    )  # fmt: skip
-    stop = stopping_criteria(eos_token_id, stop_strings, decode, T, max_length)
-    fill = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos is not None else -1)
+    max_length = T + c.max_new_tokens
+    min_keep = 2 if eos is None else eos.numel() + 1
+    processors = build_processors(c, T, min_tokens_to_keep=min_keep, extra=logits_processors)
+    stop = stopping_criteria(c.eos_token_id, c.stop_strings, decode, T, max_length)
+    fill = c.pad_token_id if c.pad_token_id is not None else (int(eos[0]) if eos is not None else -1)
     cache = default_cache() if cache is None else cache
     device = input_ids.device
 
@@ -165,7 +135,7 @@ def beam_search(
 
     new_tokens = running.reshape(B * K, T)
     cur_len = T
-    for step in range(max_new_tokens):
+    for step in range(c.max_new_tokens):
         logits = next_token_logits(model, new_tokens, flat_mask, cache)  # (B*K, V)
         V = logits.shape[-1]
         seen = running.reshape(B * K, cur_len).clone()
@@ -173,7 +143,7 @@ def beam_search(
         log_probs = processors(seen, logits.log_softmax(dim=-1))  # (B*K, V)
         check_scores(log_probs, step)
         total = (log_probs.view(B, K, V) + running_scores[..., None]).view(B, K * V)
-        if do_sample:
+        if c.do_sample:
             picked = torch.multinomial(total.softmax(dim=-1), n_candidates, generator=generator)  # (B, C)
             cand_scores = total.gather(1, picked)
         else:
@@ -190,8 +160,8 @@ def beam_search(
 
         # finished hypotheses: stopped candidates among the top K, unless the search for this prompt is closed
         new_length = cur_len + 1 - T
-        normalised = cand_scores / (new_length**length_penalty)
-        closed = (done_filled.all(dim=-1) & (early_stopping is True)) | ~improvable  # (B,)
+        normalised = cand_scores / (new_length**c.length_penalty)
+        closed = (done_filled.all(dim=-1) & (c.early_stopping is True)) | ~improvable  # (B,)
         enters = hits & is_top & ~closed[:, None]
         merged_scores = torch.cat([done_scores, torch.where(enters, normalised, -math.inf)], dim=1)
         best = torch.topk(merged_scores, K, dim=-1).indices  # (B, K)
@@ -210,18 +180,18 @@ def beam_search(
         new_tokens = running[:, :, -1].reshape(B * K, 1)
 
         # can a running beam still beat the worst finished hypothesis? (HF's heuristic, see the module docstring)
-        if early_stopping == "never" and length_penalty > 0:
+        if c.early_stopping == "never" and c.length_penalty > 0:
             best_length = max_length - T
         else:
             best_length = cur_len - T
-        best_possible = running_scores[:, 0] / (best_length**length_penalty)
+        best_possible = running_scores[:, 0] / (best_length**c.length_penalty)
         worst_done = torch.where(done_filled.all(dim=-1), done_scores.min(dim=-1).values, -math.inf)
         improvable &= best_possible > worst_done
-        all_done = bool(done_filled.all()) and early_stopping is True
+        all_done = bool(done_filled.all()) and c.early_stopping is True
         if not improvable.any() or all_done or bool(hits.all()):
             break
 
-    R = num_return_sequences
+    R = c.num_return_sequences
     out_length = int(done_lengths[:, :R].max())
     return BeamSearchOutput(
         sequences=done_seqs[:, :R, :out_length].reshape(B * R, out_length),

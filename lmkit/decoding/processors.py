@@ -17,11 +17,12 @@ and each one gives the same numbers as the HF processor of the same name (the te
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
+from lmkit.checks import check_int, check_number
+from lmkit.decoding.config import GenerationConfig
 from lmkit.decoding.stopping import eos_tensor
 
 Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -69,8 +70,7 @@ class Temperature:
     """
 
     def __init__(self, temperature: float):
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        check_number("temperature", temperature)
         if temperature <= 0:
             raise ValueError(
                 f"temperature must be > 0, got {temperature}: T -> 0 is greedy decoding, so use do_sample=False "
@@ -91,10 +91,8 @@ class TopK:
     """
 
     def __init__(self, top_k: int, min_tokens_to_keep: int = 1):
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
-        if isinstance(min_tokens_to_keep, bool) or not isinstance(min_tokens_to_keep, int) or min_tokens_to_keep < 1:
-            raise ValueError(f"min_tokens_to_keep must be an int >= 1, got {min_tokens_to_keep!r}")
+        check_int("top_k", top_k, minimum=1)
+        check_int("min_tokens_to_keep", min_tokens_to_keep, minimum=1)
         self.top_k = max(top_k, min_tokens_to_keep)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -115,12 +113,8 @@ class TopP:
     """
 
     def __init__(self, top_p: float, min_tokens_to_keep: int = 1):
-        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be a number in (0, 1], got {top_p!r}")
-        if isinstance(min_tokens_to_keep, bool) or not isinstance(min_tokens_to_keep, int) or min_tokens_to_keep < 1:
-            raise ValueError(f"min_tokens_to_keep must be an int >= 1, got {min_tokens_to_keep!r}")
-        self.top_p = float(top_p)
-        self.min_tokens_to_keep = min_tokens_to_keep
+        self.top_p = check_number("top_p", top_p, maximum=1.0, above=0.0)
+        self.min_tokens_to_keep = check_int("min_tokens_to_keep", min_tokens_to_keep, minimum=1)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         _check_inputs(input_ids, scores)
@@ -145,12 +139,8 @@ class RepetitionPenalty:
     """
 
     def __init__(self, penalty: float, prompt_length: int = 0):
-        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not (0 < penalty < math.inf):
-            raise ValueError(f"repetition penalty must be a finite number > 0, got {penalty!r}")
-        if not isinstance(prompt_length, int) or prompt_length < 0:
-            raise ValueError(f"prompt_length must be an int >= 0, got {prompt_length!r}")
-        self.penalty = float(penalty)
-        self.prompt_length = prompt_length
+        self.penalty = check_number("repetition penalty", penalty, above=0.0)
+        self.prompt_length = check_int("prompt_length", prompt_length, minimum=0)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         _check_inputs(input_ids, scores)
@@ -171,14 +161,9 @@ class PresenceFrequencyPenalty:
     """
 
     def __init__(self, presence_penalty: float = 0.0, frequency_penalty: float = 0.0, prompt_length: int = 0):
-        for name, value in (("presence_penalty", presence_penalty), ("frequency_penalty", frequency_penalty)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if not isinstance(prompt_length, int) or prompt_length < 0:
-            raise ValueError(f"prompt_length must be an int >= 0, got {prompt_length!r}")
-        self.presence_penalty = float(presence_penalty)
-        self.frequency_penalty = float(frequency_penalty)
-        self.prompt_length = prompt_length
+        self.presence_penalty = check_number("presence_penalty", presence_penalty)
+        self.frequency_penalty = check_number("frequency_penalty", frequency_penalty)
+        self.prompt_length = check_int("prompt_length", prompt_length, minimum=0)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         _check_inputs(input_ids, scores)
@@ -194,9 +179,7 @@ class NoRepeatNGram:
     """
 
     def __init__(self, ngram_size: int):
-        if isinstance(ngram_size, bool) or not isinstance(ngram_size, int) or ngram_size < 1:
-            raise ValueError(f"ngram_size must be an int >= 1, got {ngram_size!r}")
-        self.ngram_size = ngram_size
+        self.ngram_size = check_int("ngram_size", ngram_size, minimum=1)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         _check_inputs(input_ids, scores)
@@ -221,9 +204,7 @@ class MinLength:
     """
 
     def __init__(self, min_length: int, eos_token_id: int | Sequence[int] | torch.Tensor):
-        if isinstance(min_length, bool) or not isinstance(min_length, int) or min_length < 0:
-            raise ValueError(f"min_length must be an int >= 0, got {min_length!r}")
-        self.min_length = min_length
+        self.min_length = check_int("min_length", min_length, minimum=0)
         self.eos = _eos_ids(eos_token_id)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -237,11 +218,8 @@ class MinNewTokens:
     """Forbid the EOS token(s) until ``min_new_tokens`` tokens have been generated after a ``prompt_length`` prompt."""
 
     def __init__(self, prompt_length: int, min_new_tokens: int, eos_token_id: int | Sequence[int] | torch.Tensor):
-        for name, value in (("prompt_length", prompt_length), ("min_new_tokens", min_new_tokens)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-        self.prompt_length = prompt_length
-        self.min_new_tokens = min_new_tokens
+        self.prompt_length = check_int("prompt_length", prompt_length, minimum=0)
+        self.min_new_tokens = check_int("min_new_tokens", min_new_tokens, minimum=0)
         self.eos = _eos_ids(eos_token_id)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -265,23 +243,10 @@ def _forbid(scores: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
 
 
 def build_processors(
-    *,
-    prompt_length: int,
-    do_sample: bool,
-    eos_token_id: int | Sequence[int] | None = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float = 1.0,
-    repetition_penalty: float = 1.0,
-    presence_penalty: float = 0.0,
-    frequency_penalty: float = 0.0,
-    no_repeat_ngram_size: int = 0,
-    min_length: int = 0,
-    min_new_tokens: int = 0,
-    min_tokens_to_keep: int = 1,
-    extra: Iterable[Processor] = (),
+    config: GenerationConfig, prompt_length: int, *, min_tokens_to_keep: int = 1, extra: Iterable[Processor] = ()
 ) -> ProcessorList:
-    """The processors of one ``generate`` call, in Hugging Face's order.
+    """The processors of one decoding call with ``config``, for prompts of ``prompt_length`` tokens, in Hugging
+    Face's order.
 
     Penalties and constraints come first (repetition, presence/frequency, no-repeat n-gram, min length, min new
     tokens), then any ``extra`` processors, then — only when sampling — the warpers temperature, top-k, top-p.
@@ -289,25 +254,26 @@ def build_processors(
     none of them moves, and beam search ranks the model's own log-probabilities. Parameters are validated even when
     unused, so a bad value is an error whatever the decoding mode.
     """
+    c = config
     processors = ProcessorList()
-    if repetition_penalty != 1.0:
-        processors.append(RepetitionPenalty(repetition_penalty))
-    if presence_penalty != 0.0 or frequency_penalty != 0.0:
-        processors.append(PresenceFrequencyPenalty(presence_penalty, frequency_penalty, prompt_length=prompt_length))
-    if no_repeat_ngram_size:
-        processors.append(NoRepeatNGram(no_repeat_ngram_size))
-    if (min_length or min_new_tokens) and eos_token_id is None:
+    if c.repetition_penalty != 1.0:
+        processors.append(RepetitionPenalty(c.repetition_penalty))
+    if c.presence_penalty != 0.0 or c.frequency_penalty != 0.0:
+        processors.append(PresenceFrequencyPenalty(c.presence_penalty, c.frequency_penalty, prompt_length))
+    if c.no_repeat_ngram_size:
+        processors.append(NoRepeatNGram(c.no_repeat_ngram_size))
+    if (c.min_length or c.min_new_tokens) and c.eos_token_id is None:
         raise ValueError("min_length / min_new_tokens need an eos_token_id (the token they forbid)")
-    if min_length:
-        processors.append(MinLength(min_length, eos_token_id))
-    if min_new_tokens:
-        processors.append(MinNewTokens(prompt_length, min_new_tokens, eos_token_id))
+    if c.min_length:
+        processors.append(MinLength(c.min_length, c.eos_token_id))
+    if c.min_new_tokens:
+        processors.append(MinNewTokens(prompt_length, c.min_new_tokens, c.eos_token_id))
     processors.extend(extra)
-    warpers: list[Processor] = [Temperature(temperature)]  # validates T even for greedy decoding
-    if top_k is not None:
-        warpers.append(TopK(top_k, min_tokens_to_keep))
-    warpers.append(TopP(top_p, min_tokens_to_keep))
-    if do_sample:
+    warpers: list[Processor] = [Temperature(c.temperature)]  # validates T even for greedy decoding
+    if c.top_k is not None:
+        warpers.append(TopK(c.top_k, min_tokens_to_keep))
+    warpers.append(TopP(c.top_p, min_tokens_to_keep))
+    if c.do_sample:
         processors.extend(w for w in warpers if not _is_identity(w))
     return processors
 

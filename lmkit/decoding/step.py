@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from lmkit.transformer.positions import positions_from_mask
+
 
 def check_prompt(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate a ``(B, T)`` prompt and its mask; return ``(input_ids, bool mask)``. Padding must be on the left."""
@@ -37,12 +39,36 @@ def check_prompt(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -
     return input_ids, mask
 
 
-def positions_from_mask(mask: torch.Tensor, new_tokens: int) -> torch.Tensor:
-    """``(B, new_tokens)`` position ids of the last ``new_tokens`` columns: ``cumsum(mask) - 1`` (padding gets 1,
-    as in HF — its value never matters because no real token attends to a padding position)."""
-    positions = mask.long().cumsum(-1) - 1
-    positions = positions.masked_fill(~mask, 1)
-    return positions[:, -new_tokens:]
+def model_limits(model: Any) -> tuple[int | None, int | None]:
+    """``(vocab size, max positions)`` from the model's config (lmkit's or Hugging Face's names); ``None`` when the
+    model does not say."""
+    cfg = getattr(model, "config", None)
+    vocab = getattr(cfg, "vocab_size", None)
+    positions = getattr(cfg, "max_positions", None) or getattr(cfg, "max_position_embeddings", None)
+    return (vocab if isinstance(vocab, int) else None), (positions if isinstance(positions, int) else None)
+
+
+def check_fits_model(model: Any, input_ids: torch.Tensor, config: Any) -> None:
+    """Before the model runs: every prompt id, ``pad_token_id`` and ``eos_token_id`` must be in the vocabulary, and
+    the prompt plus ``max_new_tokens`` must fit the model's positions (past them RoPE or learned positions have no
+    entry, and the model would fail deep inside, or silently wrap around)."""
+    vocab, positions = model_limits(model)
+    if vocab is not None:
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= vocab:
+            bad = low if low < 0 else high
+            raise ValueError(f"input_ids holds token id {bad}, outside the model's vocabulary [0, {vocab}) "
+                             "(pad the prompt with a real id and mask it out)")
+        eos = config.eos_token_id
+        for name, ids in (("eos_token_id", [] if eos is None else [eos] if isinstance(eos, int) else list(eos)),
+                          ("pad_token_id", [] if config.pad_token_id is None else [config.pad_token_id])):
+            for i in ids:
+                if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < vocab:
+                    raise ValueError(f"{name} {i!r} is outside the model's vocabulary [0, {vocab})")
+    if positions is not None and input_ids.shape[1] + config.max_new_tokens > positions:
+        raise ValueError(f"a prompt of {input_ids.shape[1]} tokens plus max_new_tokens={config.max_new_tokens} is "
+                         f"{input_ids.shape[1] + config.max_new_tokens} positions, more than the model's "
+                         f"{positions}: shorten the prompt or generate fewer tokens")
 
 
 def next_token_logits(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, cache: Any) -> torch.Tensor:
@@ -57,9 +83,13 @@ def next_token_logits(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, c
 
 
 def check_scores(scores: torch.Tensor, step: int) -> None:
-    """Raise a clear error when the processors left a row with no possible token (all ``-inf``) or produced NaN."""
+    """Raise a clear error when the processors left a row with no possible token (all ``-inf``) or produced NaN or
+    ``+inf``."""
     if torch.isnan(scores).any():
         raise ValueError(f"NaN in the next-token scores at step {step}: check the model and processor parameters")
+    if torch.isposinf(scores).any():
+        raise ValueError(f"+inf in the next-token scores at step {step}: softmax of +inf is NaN and argmax ties; "
+                         "check the model and processor parameters")
     dead = torch.isneginf(scores).all(dim=-1)
     if dead.any():
         rows = dead.nonzero().flatten().tolist()
@@ -70,8 +100,8 @@ def check_scores(scores: torch.Tensor, step: int) -> None:
 
 
 def default_cache() -> Any:
-    """An empty lmkit :class:`~lmkit.kv_cache.KVCache` (imported here, so models with their own cache type can pass
-    one in without lmkit's)."""
-    from lmkit.kv_cache import KVCache
+    """An empty lmkit :class:`~lmkit.transformer.kv_cache.KVCache` (imported here, so models with their own cache
+    type can pass one in without lmkit's)."""
+    from lmkit.transformer.kv_cache import KVCache
 
     return KVCache()

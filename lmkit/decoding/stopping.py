@@ -12,14 +12,18 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from lmkit.checks import check_int
+
 
 def eos_tensor(eos_token_id: int | Sequence[int] | None) -> torch.Tensor | None:
     """Normalise ``eos_token_id`` (an id, a list of ids, or None) to a 1-D LongTensor or None, validating it."""
     if eos_token_id is None:
         return None
     ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
-    if not ids or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
-        raise ValueError(f"eos_token_id must be a non-negative int or a non-empty list of them, got {eos_token_id!r}")
+    if not ids:
+        raise ValueError("eos_token_id must be a non-negative int or a non-empty list of them, got []")
+    for i in ids:
+        check_int("eos_token_id", i, minimum=0)
     return torch.tensor(ids, dtype=torch.long)
 
 

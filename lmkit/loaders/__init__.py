@@ -1,4 +1,4 @@
-"""Loaders: real checkpoints into lmkit's :class:`~lmkit.transformer.Transformer`.
+"""Loaders: real checkpoints into lmkit's :class:`~lmkit.transformer.model.Transformer`.
 
 * :mod:`~lmkit.loaders.smollm2`: SmolLM2-135M-Instruct (LLaMA architecture) from its GGUF file, dequantized;
 * :mod:`~lmkit.loaders.minilm`: all-MiniLM-L6-v2 (a BERT encoder) from safetensors, with sentence embeddings;

@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from lmkit.positions import interleaved_to_half_rows
-from lmkit.transformer import Transformer, TransformerConfig
+from lmkit.checks import check_int, check_number
+from lmkit.transformer.model import Transformer, TransformerConfig
+from lmkit.transformer.positions import interleaved_to_half_rows
 
 _HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu",
                    "silu": "silu"}
@@ -30,35 +31,57 @@ def _activation(name: str) -> str:
     return _HF_ACTIVATIONS[name]
 
 
-def _load(model: Transformer, state: dict[str, torch.Tensor]) -> Transformer:
-    """Copy ``state`` (lmkit names, float tensors) into ``model`` strictly and return it in eval mode."""
+def load_state(
+    model: Transformer, state: dict[str, torch.Tensor], source: Mapping[str, str] | None = None, origin: str = ""
+) -> Transformer:
+    """Copy ``state`` (lmkit parameter names, float tensors) into ``model`` strictly — every parameter present, no
+    extra name, each of the model's shape, floating point and finite — and return it in eval mode. A tied LM head
+    may be left out of ``state``: it is the embedding. ``source`` maps lmkit names to the names in the file, and
+    ``origin`` names the file, for the error messages."""
     if model.config.tie_embeddings:
         state.setdefault("lm_head.weight", state["tok_emb.weight"])
+    source = source or {}
+    expected = model.state_dict()
+    for name, t in state.items():
+        shown = f"{origin}tensor {source.get(name, name)!r}"
+        if name not in expected:
+            raise ValueError(f"{shown} has no place in the model")
+        if not t.is_floating_point():
+            raise TypeError(f"{shown} is {t.dtype}: model weights must be floating point")
+        if t.shape != expected[name].shape:
+            raise ValueError(f"{shown} has shape {tuple(t.shape)}, the config needs {tuple(expected[name].shape)} "
+                             "(the config and the weights disagree)")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{shown} holds non-finite values (NaN or inf)")
     model.load_state_dict({k: v.detach().float() for k, v in state.items()}, strict=True)
     return model.eval()
 
 
 def bert_config(hf: Mapping[str, Any]) -> TransformerConfig:
-    """lmkit's BERT encoder configuration from a Hugging Face ``BertConfig`` dict (``config.json``)."""
-    return TransformerConfig(
-        vocab_size=hf["vocab_size"],
-        d_model=hf["hidden_size"],
-        n_layers=hf["num_hidden_layers"],
-        n_heads=hf["num_attention_heads"],
-        d_ff=hf["intermediate_size"],
-        max_positions=hf["max_position_embeddings"],
-        positions="learned",
-        norm="layernorm",
-        norm_eps=hf.get("layer_norm_eps", 1e-12),
-        norm_placement="post",
-        embedding_norm=True,
-        final_norm=False,
+    """lmkit's BERT encoder configuration from a Hugging Face ``BertConfig`` dict (``config.json``); every count
+    must be a positive int and the epsilon a number in (0, 1), or a ``ValueError`` names the key."""
+    if not isinstance(hf, Mapping):
+        raise ValueError(f"a BERT config must be a JSON object, got {type(hf).__name__}")
+
+    def count(key: str) -> int:
+        if key not in hf:
+            raise ValueError(f"the BERT config has no {key!r}")
+        return check_int(key, hf[key], minimum=1)
+
+    d_model, n_heads = count("hidden_size"), count("num_attention_heads")
+    if d_model % n_heads:
+        raise ValueError(f"num_attention_heads ({n_heads}) must divide hidden_size ({d_model})")
+    return TransformerConfig.preset(
+        "bert",
+        vocab_size=count("vocab_size"),
+        d_model=d_model,
+        n_layers=count("num_hidden_layers"),
+        n_heads=n_heads,
+        d_ff=count("intermediate_size"),
+        max_positions=count("max_position_embeddings"),
+        norm_eps=check_number("layer_norm_eps", hf.get("layer_norm_eps", 1e-12), above=0.0, maximum=1.0),
         activation=_activation(hf.get("hidden_act", "gelu")),
-        attn_bias=True,
-        ffn_bias=True,
-        mask="bidirectional",
-        n_token_types=hf.get("type_vocab_size", 2),
-        lm_head=False,
+        n_token_types=check_int("type_vocab_size", hf.get("type_vocab_size", 2), minimum=1),
     )
 
 
@@ -93,7 +116,7 @@ def from_hf_bert(hf_model: Any) -> Transformer:
         raise TypeError(f"expected a Hugging Face BERT model, got {type(hf_model).__name__}")
     cfg = bert_config(bert.config.to_dict())
     sd = bert.state_dict()
-    return _load(Transformer(cfg), bert_state(cfg, sd.__getitem__))
+    return load_state(Transformer(cfg), bert_state(cfg, sd.__getitem__))
 
 
 def from_hf_gpt2(hf_model: Any) -> Transformer:
@@ -102,11 +125,10 @@ def from_hf_gpt2(hf_model: Any) -> Transformer:
     c = gpt.config
     if getattr(c, "model_type", None) != "gpt2":
         raise TypeError(f"expected a Hugging Face GPT-2 model, got {type(hf_model).__name__}")
-    cfg = TransformerConfig(
-        vocab_size=c.vocab_size, d_model=c.n_embd, n_layers=c.n_layer, n_heads=c.n_head,
-        d_ff=c.n_inner or 4 * c.n_embd, max_positions=c.n_positions, positions="learned", norm="layernorm",
-        norm_eps=c.layer_norm_epsilon, norm_placement="pre", activation=_activation(c.activation_function),
-        attn_bias=True, ffn_bias=True, mask="causal", tie_embeddings=True,
+    cfg = TransformerConfig.preset(
+        "gpt2", vocab_size=c.vocab_size, d_model=c.n_embd, n_layers=c.n_layer, n_heads=c.n_head,
+        d_ff=c.n_inner or 4 * c.n_embd, max_positions=c.n_positions, norm_eps=c.layer_norm_epsilon,
+        activation=_activation(c.activation_function),
     )
     sd = gpt.state_dict()
     state = {
@@ -129,7 +151,7 @@ def from_hf_gpt2(hf_model: Any) -> Transformer:
             b + "attn_norm.weight": sd[h + "ln_1.weight"], b + "attn_norm.bias": sd[h + "ln_1.bias"],
             b + "ffn_norm.weight": sd[h + "ln_2.weight"], b + "ffn_norm.bias": sd[h + "ln_2.bias"],
         })
-    return _load(Transformer(cfg), state)
+    return load_state(Transformer(cfg), state)
 
 
 def to_hf_llama(model: Transformer) -> Any:

@@ -15,31 +15,61 @@ from typing import Any
 import torch
 
 from lmkit import assets
-from lmkit.loaders.hf import _load, bert_config, bert_state
-from lmkit.transformer import Transformer
+from lmkit.loaders.hf import bert_config, bert_state, load_state
+from lmkit.transformer.model import Transformer
+from lmkit.transformer.pooling import mean_pool
+
+UNUSED_TENSORS = ("pooler.", "embeddings.position_ids")
+"""Tensors a ``BertModel`` file may hold that the encoder does not use: the pooler (sentence-transformers' mean
+pooling replaces it) and the position-ids buffer."""
 
 
 def load_minilm(path: str | Path | None = None) -> Transformer:
     """all-MiniLM-L6-v2 as an lmkit encoder (eval mode); ``path`` is the model folder (default
-    :func:`lmkit.assets.minilm_dir`)."""
+    :func:`lmkit.assets.minilm_dir`).
+
+    The folder is checked whole: ``config.json`` must be a valid BERT config, and ``model.safetensors`` must hold
+    exactly the tensors that config needs (a 3-layer config on a 6-layer file is an error, not a silent
+    truncation), floating point, of the config's shapes and finite; errors name the file and the tensor.
+    """
     from safetensors.torch import load_file
 
     folder = Path(assets.minilm_dir() if path is None else path)
-    if not (folder / "config.json").exists() or not (folder / "model.safetensors").exists():
+    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder (it must contain config.json and model.safetensors)")
+    if not config_path.is_file() or not weights_path.is_file():
         raise FileNotFoundError(f"{folder} must contain config.json and model.safetensors")
-    cfg = bert_config(json.loads((folder / "config.json").read_text()))
-    tensors = load_file(folder / "model.safetensors")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config_path} is not valid JSON: {err}") from None
+    try:
+        cfg = bert_config(config)
+    except ValueError as err:
+        raise ValueError(f"{config_path}: {err}") from None
+    try:
+        tensors = load_file(weights_path)
+    except Exception as err:  # safetensors' own error type for a truncated or corrupt header
+        raise ValueError(f"{weights_path} is not a readable safetensors file (truncated or corrupt?): {err}") from None
+    prefix = "bert." if tensors and all(k.startswith("bert.") for k in tensors) else ""
+    used: dict[str, str] = {}
 
     def get(name: str) -> torch.Tensor:
-        return tensors[name] if name in tensors else tensors[f"bert.{name}"]
+        if prefix + name not in tensors:
+            raise ValueError(f"{weights_path} has no tensor {prefix + name!r} (needed by {config_path.name}: "
+                             f"{cfg.n_layers} layers)")
+        used[prefix + name] = name
+        return tensors[prefix + name]
 
-    return _load(Transformer(cfg), bert_state(cfg, get))
-
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``(B, T, C)`` hidden states -> ``(B, C)`` average over the positions where ``mask`` ``(B, T)`` is True."""
-    m = mask.to(hidden.dtype)[..., None]  # (B, T, 1)
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
+    state = bert_state(cfg, get)
+    extra = sorted(k for k in tensors if k not in used and not k[len(prefix):].startswith(UNUSED_TENSORS))
+    if extra:
+        raise ValueError(f"{weights_path} holds tensors the config does not use, e.g. {extra[:3]} "
+                         f"({len(extra)} in all): {config_path.name} and the weights disagree")
+    by_id = {id(t): k for k, t in tensors.items()}
+    source = {name: by_id.get(id(t), name) for name, t in state.items()}
+    return load_state(Transformer(cfg), state, source, origin=f"{weights_path}: ")
 
 
 @torch.no_grad()

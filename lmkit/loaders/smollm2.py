@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lmkit import assets
-from lmkit.positions import RopePairing, interleaved_to_half_rows
-from lmkit.transformer import Transformer, TransformerConfig
+from lmkit.checks import check_choice, check_int, check_number, choices
+from lmkit.loaders import gguf_file
+from lmkit.loaders.gguf_file import GGUFError
+from lmkit.transformer.model import Transformer, TransformerConfig
+from lmkit.transformer.positions import RopePairing, interleaved_to_half_rows
 
 SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 """The default system message of SmolLM2's chat template (stored in the GGUF's ``tokenizer.chat_template``)."""
@@ -33,36 +35,55 @@ def chat_prompt(user_message: str, system: str = SYSTEM_PROMPT) -> str:
     )
 
 
-def _field(reader, key: str):
-    if key not in reader.fields:
-        raise ValueError(f"GGUF file has no metadata key {key!r}")
-    return reader.fields[key].contents()
-
-
 def config_from_gguf(reader) -> TransformerConfig:
-    """lmkit's LLaMA configuration from a ``gguf.GGUFReader``'s ``llama.*`` metadata."""
-    arch = _field(reader, "general.architecture")
+    """lmkit's LLaMA configuration from a ``gguf.GGUFReader``'s ``llama.*`` metadata, each value checked sane.
+
+    Counts must be positive integers that fit together (heads divide the width, KV heads divide the heads, the
+    ``blk.N`` tensors present match ``llama.block_count``); ``rope_theta`` must be finite and positive, the RMSNorm
+    epsilon in ``(0, 1)``. A value that breaks a rule is a :class:`~lmkit.loaders.gguf_file.GGUFError` naming the
+    file and the key.
+    """
+    path = gguf_file.path_of(reader)
+    arch = gguf_file.metadata(reader, "general.architecture", str)
     if arch != "llama":
-        raise ValueError(f"expected a llama-architecture GGUF, got {arch!r}")
-    n_heads = int(_field(reader, "llama.attention.head_count"))
-    d_model = int(_field(reader, "llama.embedding_length"))
-    return TransformerConfig(
-        vocab_size=int(_field(reader, "llama.vocab_size")),
+        raise GGUFError(f"GGUF file {path}: expected a llama-architecture model, got {arch!r}")
+
+    def count(key: str) -> int:
+        value = gguf_file.metadata(reader, key, int)
+        try:
+            return check_int(key, value, minimum=1)
+        except ValueError as err:
+            raise GGUFError(f"GGUF file {path}: {err}") from None
+
+    def number(key: str, **bounds) -> float:
+        try:
+            return check_number(key, gguf_file.metadata(reader, key, float), **bounds)
+        except ValueError as err:
+            raise GGUFError(f"GGUF file {path}: {err}") from None
+
+    n_heads, d_model, n_kv = count("llama.attention.head_count"), count("llama.embedding_length"), count(
+        "llama.attention.head_count_kv")
+    if d_model % n_heads or n_heads % n_kv:
+        raise GGUFError(f"GGUF file {path}: {n_heads} heads must divide the width {d_model} and be a multiple of "
+                        f"the {n_kv} KV heads")
+    n_layers = count("llama.block_count")
+    blocks = {int(t.name.split(".")[1]) for t in reader.tensors if t.name.startswith("blk.")}
+    if blocks != set(range(n_layers)):
+        raise GGUFError(f"GGUF file {path}: llama.block_count is {n_layers}, but the file has tensors for blocks "
+                        f"{sorted(blocks)[:5]}{'...' if len(blocks) > 5 else ''} ({len(blocks)} blocks)")
+    return TransformerConfig.preset(
+        "llama",
+        vocab_size=count("llama.vocab_size"),
         d_model=d_model,
-        n_layers=int(_field(reader, "llama.block_count")),
+        n_layers=n_layers,
         n_heads=n_heads,
-        n_kv_heads=int(_field(reader, "llama.attention.head_count_kv")),
+        n_kv_heads=n_kv,
         head_dim=d_model // n_heads,
-        d_ff=int(_field(reader, "llama.feed_forward_length")),
-        max_positions=int(_field(reader, "llama.context_length")),
-        positions="rope",
-        rope_theta=float(_field(reader, "llama.rope.freq_base")),
+        d_ff=count("llama.feed_forward_length"),
+        max_positions=count("llama.context_length"),
+        rope_theta=number("llama.rope.freq_base", above=0.0),
         rope_pairing="interleaved",
-        norm="rmsnorm",
-        norm_eps=float(_field(reader, "llama.attention.layer_norm_rms_epsilon")),
-        norm_placement="pre",
-        activation="swiglu",
-        mask="causal",
+        norm_eps=number("llama.attention.layer_norm_rms_epsilon", above=0.0, maximum=1.0),
         tie_embeddings="output.weight" not in {t.name for t in reader.tensors},
     )
 
@@ -91,20 +112,24 @@ def load_smollm2(
 ) -> Transformer:
     """SmolLM2-135M-Instruct as an lmkit :class:`Transformer` in eval mode (default file:
     :func:`lmkit.assets.smollm2_gguf`). ``rope_pairing="half"`` un-permutes Q/K to Hugging Face's layout."""
-    import gguf
-
-    if rope_pairing not in ("interleaved", "half"):
-        raise ValueError(f"rope_pairing must be 'interleaved' or 'half', got {rope_pairing!r}")
-    reader = gguf.GGUFReader(str(assets.smollm2_gguf() if path is None else path))
+    check_choice("rope_pairing", rope_pairing, choices(RopePairing))
+    reader = gguf_file.open_gguf(assets.smollm2_gguf() if path is None else path)
     cfg = config_from_gguf(reader)
     cfg.rope_pairing = rope_pairing
     with torch.device("meta"):
         model = Transformer(cfg)
-    tensors = {t.name: t for t in reader.tensors}
+    expected = {_gguf_name(name): name for name, _ in model.named_parameters()}
+    extra = sorted({t.name for t in reader.tensors} - set(expected))
+    if extra:
+        raise GGUFError(f"GGUF file {gguf_file.path_of(reader)}: tensors {extra[:5]} are not part of the llama "
+                        "architecture lmkit builds (another model, or a renamed tensor)")
     state = {}
-    for name, param in model.named_parameters():
-        t = tensors[_gguf_name(name)]
-        w = torch.from_numpy(np.array(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32))  # a copy
+    for gguf_name, name in expected.items():
+        w = gguf_file.dequantized(reader, gguf_name)  # a missing tensor is named; non-finite values are rejected
+        param = model.get_parameter(name)
+        if w.numel() != param.numel():
+            raise GGUFError(f"GGUF file {gguf_file.path_of(reader)}: tensor {gguf_name!r} has shape "
+                            f"{tuple(w.shape)}, the config needs {tuple(param.shape)}")
         w = w.reshape(param.shape)
         if rope_pairing == "half" and name.endswith(("q_proj.weight", "k_proj.weight")):
             w = interleaved_to_half_rows(w, cfg.n_heads if "q_proj" in name else cfg.kv_heads)

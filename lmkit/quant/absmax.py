@@ -12,11 +12,10 @@ $$ s = \\frac{\\max(x, 0) - \\min(x, 0)}{2^b - 1}, \\quad z = \\mathrm{round}(-\
 
 *Granularity* is which elements share one ``(s, z)``: the whole tensor (``"tensor"``), each row
 (``"row"``: per output channel of an ``(out, in)`` weight), each column (``"column"``) or each
-consecutive block of ``block_size`` elements along a row (``"block"`` = group-wise). Round-to-nearest
-(RTN) group-wise quantization, the baseline GPTQ and AWQ improve on, is ``"block"`` granularity:
-:func:`rtn_quantize` / :func:`rtn_fake_quantize`, with the per-group pieces :func:`minmax_params`,
-:func:`quantize_to_grid` and :func:`dequantize_grid` usable on their own. A round-to-nearest error is
-at most half a step: ``|x - x̂| <= s / 2``.
+consecutive block of ``block_size`` elements along a row (``"block"`` = group-wise). The per-group pieces
+:func:`minmax_params`, :func:`quantize_to_grid` and :func:`dequantize_grid` are usable on their own: group-wise
+round-to-nearest (RTN), the baseline GPTQ and AWQ improve on, is built from them in :mod:`lmkit.quant.rtn`. A
+round-to-nearest error is at most half a step: ``|x - x̂| <= s / 2``.
 
 Rows not divisible by ``block_size`` are *rejected* (``ValueError``), because a group must not
 straddle two rows.
@@ -144,19 +143,6 @@ def quantize_zeropoint(
 ) -> QuantizedTensor:
     """Asymmetric zero-point quantization (see module docstring)."""
     return quantize_int(w, bits, False, granularity, block_size)
-
-
-def rtn_quantize(w: torch.Tensor, bits: int = 4, group_size: int = 128, symmetric: bool = False) -> QuantizedTensor:
-    """Group-wise round-to-nearest: every ``group_size`` consecutive inputs of a row share a scale (and zero)."""
-    return quantize_int(w, bits, symmetric, "block", group_size)
-
-
-def rtn_fake_quantize(w: torch.Tensor, bits: int = 4, group_size: int = 128, symmetric: bool = False) -> torch.Tensor:
-    """Quantize-then-dequantize ``w`` (out, in) group-wise: the float weight an RTN model really computes with."""
-    check_finite(w, "weight")
-    g = _groups(w.detach().float(), "block", group_size)
-    scale, zero = minmax_params(g, bits, symmetric)
-    return dequantize_grid(quantize_to_grid(g, scale, zero, bits, symmetric), scale, zero).reshape(w.shape)
 
 
 register("absmax", dequantize_int)

@@ -16,7 +16,7 @@ from a grid search over one exponent per layer group:
 
 minimising the output error ``||Q(W diag(s)) diag(s)^-1 X - W X||^2`` (eq. 4 of the paper). We evaluate it without
 running the calibration tokens again: it equals ``tr(D H D^T) / 2`` with ``D`` the weight error and ``H = 2 X X^T / N``,
-the same Hessian GPTQ uses (:class:`lmkit.quant.gptq.InputStats`). Then a *clipping* search shrinks each group's range
+the same Hessian GPTQ uses (:class:`lmkit.quant.rtn.InputStats`). Then a *clipping* search shrinks each group's range
 (``max |w|`` times ``1, 0.95, ..., 0.55``), trading a little clipping error for a finer grid, again measured on the
 group's output error.
 """
@@ -27,7 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
-from lmkit.quant.gptq import GroupQuantized, layer_error, rtn_groupwise
+from lmkit.quant.base import check_finite
+from lmkit.quant.gptq import layer_error
+from lmkit.quant.rtn import GroupQuantized, rtn_groupwise
 
 
 def awq_scales(mean_abs: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -136,6 +138,11 @@ def awq_quantize(
     The returned grid stores ``Q(W diag(s))``: the previous operation has to be divided by ``scales`` (see
     :mod:`lmkit.quant.driver`). ``hessian`` is that of the *unscaled* input; it is rescaled here.
     """
+    check_finite(weight, "weight")
+    check_finite(hessian, "hessian (the calibration statistics)")
+    check_finite(scales, "scales")
+    if not bool((scales > 0).all()):
+        raise ValueError("AWQ scales must be positive (a zero scale would divide the layer's input by zero)")
     w = weight.float() * scales  # (d_out, d_in)
     if clip:
         h = hessian / scales[:, None] / scales[None, :]  # Hessian of x / s

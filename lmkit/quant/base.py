@@ -75,7 +75,7 @@ _MODULES = {
     "nf4": "lmkit.quant.nf4",
     "int8": "lmkit.quant.int8_matmul",
     "ggml": "lmkit.quant.ggml",
-    "group": "lmkit.quant.gptq",
+    "group": "lmkit.quant.rtn",
 }
 
 
@@ -197,6 +197,15 @@ class QuantLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, method={self.method}, {self.meta}"
 
 
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """Put ``new`` where the submodule called ``name`` (dotted, as in ``model.named_modules()``) sits; return the old
+    one. The one way lmkit swaps layers: quantizers (:func:`quantize_linears`, the GPTQ/AWQ driver) and LoRA."""
+    old = model.get_submodule(name)  # raises AttributeError naming the missing part
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    return old
+
+
 def quantize_linears(
     model: nn.Module,
     quantize: Callable[[torch.Tensor], QuantizedTensor],
@@ -213,7 +222,5 @@ def quantize_linears(
         if isinstance(mod, nn.Linear) and not (set(name.split(".")) & skip)
     ]
     for name, mod in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, QuantLinear.from_linear(mod, quantize))
+        replace_module(model, name, QuantLinear.from_linear(mod, quantize))
     return model

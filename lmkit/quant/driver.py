@@ -6,7 +6,7 @@ errors already made upstream (the GPTQ paper's sequential scheme):
 
 1. run the calibration tokens up to the first block and keep its inputs (a forward pre-hook that stops the model);
 2. for each block: run it on the kept inputs with hooks that collect each linear layer's input statistics
-   (:class:`lmkit.quant.gptq.InputStats`: the Hessian ``2 X X^T / N`` and ``mean |x|``), quantize its linear layers,
+   (:class:`lmkit.quant.rtn.InputStats`: the Hessian ``2 X X^T / N`` and ``mean |x|``), quantize its linear layers,
    then run it again, now quantized, to produce the next block's inputs.
 
 With ``true_sequential=True`` a block is done in four stages (q/k/v, o, gate/up, down), re-collecting the statistics
@@ -35,8 +35,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lmkit.quant.awq import awq_quantize, search_scale
-from lmkit.quant.base import QuantizedTensor, QuantLinear
-from lmkit.quant.gptq import GroupQuantized, InputStats, gptq_quantize, rtn_groupwise
+from lmkit.quant.base import QuantizedTensor, QuantLinear, replace_module
+from lmkit.quant.gptq import gptq_quantize
+from lmkit.quant.rtn import GroupQuantized, InputStats, rtn_groupwise
 
 METHODS = ("rtn", "gptq", "awq")
 STAGES = (("q_proj", "k_proj", "v_proj"), ("o_proj",), ("gate_proj", "up_proj"), ("down_proj",))
@@ -102,8 +103,7 @@ def _run_block(block: nn.Module, inputs: list[tuple[tuple, dict]]) -> list[tuple
     """Run ``block`` on every captured batch; return the same argument lists with the hidden states replaced."""
     out = []
     for args, kwargs in inputs:
-        y = block(*args, **kwargs)
-        y = y[0] if isinstance(y, (tuple, list)) else y
+        y = block(*args, **kwargs)  # (B, T, C)
         out.append(((y, *args[1:]), kwargs))
     return out
 
@@ -315,8 +315,7 @@ def load_quantized(path: str | Path, model: nn.Module, packed: bool = False) -> 
                             {k: info[k] for k in ("bits", "symmetric", "nibbles")})
         linear = model.get_submodule(name)
         if packed:
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, QuantLinear(q, linear.bias))
+            replace_module(model, name, QuantLinear(q, linear.bias))
         else:
             linear.weight.data.copy_(q.dequantize())
     state = {k.removeprefix("blocks."): v for k, v in tensors.items()}

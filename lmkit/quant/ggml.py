@@ -418,21 +418,29 @@ def read_tensor(path_or_reader: str | Path, name: str) -> np.ndarray:
     """
     from gguf import GGUFReader
 
-    reader = path_or_reader if isinstance(path_or_reader, GGUFReader) else GGUFReader(path_or_reader)
-    for t in reader.tensors:
-        if t.name == name:
-            qtype = type_name(int(t.tensor_type))
-            shape = tuple(int(s) for s in reversed(t.shape))  # GGUF stores ggml's (in, out) order
-            out = dequantize(np.asarray(t.data).reshape(shape[:-1] + (-1,)), qtype).reshape(shape)
-            return out if out.flags.writeable else out.copy()  # F32 data would be a read-only view of the file
-    raise KeyError(f"no tensor named {name!r} in the GGUF file")
+    from lmkit.loaders.gguf_file import GGUFError, open_gguf, path_of, tensor_info
+
+    reader = path_or_reader if isinstance(path_or_reader, GGUFReader) else open_gguf(path_or_reader)
+    t = tensor_info(reader, name)  # a missing tensor is named, with the file
+    qtype = type_name(int(t.tensor_type))
+    shape = tuple(int(s) for s in reversed(t.shape))  # GGUF stores ggml's (in, out) order
+    out = dequantize(np.asarray(t.data).reshape(shape[:-1] + (-1,)), qtype).reshape(shape)
+    if not np.isfinite(out).all():
+        raise GGUFError(f"GGUF file {path_of(reader)}: tensor {name!r} holds non-finite values after dequantization")
+    return out if out.flags.writeable else out.copy()  # F32 data would be a read-only view of the file
 
 
 def quantize_ggml(w: torch.Tensor, qtype: str = "Q4_0") -> QuantizedTensor:
     """A weight ``(out, in)`` as ggml blocks inside a :class:`QuantizedTensor` (runs via ``QuantLinear``)."""
     check_finite(w, "weight")
     name = type_name(qtype)
-    blocks = quantize(w.detach().float().cpu().numpy(), name)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing scale is reported just below
+        blocks = quantize(w.detach().float().cpu().numpy(), name)
+        overflow = not np.isfinite(dequantize(blocks, name)).all()
+    if overflow:  # a block scale (fp16 in every ggml type) overflowed
+        raise ValueError(f"values up to {float(w.abs().max()):.4g} overflow {name}'s fp16 block scales (a scale "
+                         f"above 65504 = fp16's largest value, i.e. weights beyond about 65504 x the format's "
+                         "largest code): rescale the tensor first")
     return QuantizedTensor("ggml", tuple(w.shape), {"blocks": torch.from_numpy(blocks)}, {"type": name})
 
 

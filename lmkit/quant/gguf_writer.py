@@ -48,7 +48,9 @@ def requantize_gguf(src: str | Path, dst: str | Path, qtype: str) -> dict[str, s
     qtype = ggml.type_name(qtype)
     if qtype not in FILE_TYPE:
         raise ValueError(f"cannot write a {qtype} file; choose one of {sorted(FILE_TYPE)}")
-    reader = gguf.GGUFReader(src)
+    from lmkit.loaders.gguf_file import open_gguf
+
+    reader = open_gguf(src)  # checked whole: a truncated or corrupted source is named before anything is written
     arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
     writer = gguf.GGUFWriter(dst, arch)
     for field in reader.fields.values():

@@ -34,121 +34,11 @@ The grid (a scale and a zero point per row and per group of ``group_size`` colum
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from lmkit.quant.absmax import dequantize_grid, minmax_params, quantize_to_grid
-from lmkit.quant.base import QuantizedTensor, pack_nibbles, register, unpack_nibbles
-
-
-class InputStats:
-    """Running statistics of a linear layer's inputs: the GPTQ Hessian and AWQ's mean magnitude per channel.
-
-    ``hessian`` is ``2 / N * sum_n x_n x_n^T`` over the N rows seen so far (the mean keeps its scale independent of
-    the amount of calibration data; a constant factor changes neither GPTQ's nor AWQ's answer). ``mean_abs`` is
-    ``mean_n |x_n|``, AWQ's activation salience.
-    """
-
-    def __init__(self, d_in: int) -> None:
-        self.d_in = d_in
-        self.n = 0
-        self.hessian = torch.zeros(d_in, d_in)  # (d_in, d_in)
-        self.mean_abs = torch.zeros(d_in)  # (d_in,)
-
-    def add(self, x: torch.Tensor) -> None:
-        """Accumulate a batch of inputs ``x`` of shape (..., d_in)."""
-        if x.shape[-1] != self.d_in:
-            raise ValueError(f"expected inputs with last dimension {self.d_in}, got shape {tuple(x.shape)}")
-        x = x.detach().reshape(-1, self.d_in).float().cpu()  # (m, d_in)
-        m = x.shape[0]
-        total = self.n + m
-        self.hessian.mul_(self.n / total).addmm_(x.T, x, alpha=2.0 / total)
-        self.mean_abs.mul_(self.n / total).add_(x.abs().sum(0), alpha=1.0 / total)
-        self.n = total
-
-
-@dataclass
-class GroupQuantized:
-    """A weight on a group-wise integer grid: the result of GPTQ, of AWQ and of round-to-nearest here.
-
-    ``weight`` is the dequantized matrix (what the layer computes with); ``codes``, ``scale``, ``zero`` and
-    ``group_index`` are its compact form: ``weight[:, j] = scale[:, g] * (codes[:, j] - zero[:, g])`` with
-    ``g = group_index[j]`` (the grid of :func:`lmkit.quant.absmax.minmax_params`). The last group may be shorter
-    (576 inputs at group size 128), and with GPTQ's act-order the groups are not contiguous. For GPTQ, ``loss`` is
-    ``sum_q (w_q - quant(w_q))^2 / (2 [H_F^-1]_qq)``, the increase of ``||WX - QX||^2 / N`` the OBS formula
-    predicts at each step (with the dampened Hessian), and ``permutation`` the act-order column order.
-    """
-
-    weight: torch.Tensor  # (d_row, d_col) dequantized, original column order
-    codes: torch.Tensor  # (d_row, d_col) uint8 in [0, 2^b - 1] (asymmetric) or int8 in [-q_max, q_max]
-    scale: torch.Tensor  # (d_row, n_groups)
-    zero: torch.Tensor  # (d_row, n_groups) (zeros when symmetric)
-    group_index: torch.Tensor  # (d_col,) long: the group of each column
-    bits: int
-    symmetric: bool
-    loss: float | None = None
-    permutation: torch.Tensor | None = None  # (d_col,) processing order with act_order
-
-    def to_quantized_tensor(self) -> QuantizedTensor:
-        """The packed form (:class:`lmkit.quant.base.QuantizedTensor`, method ``"group"``): two 4-bit codes per byte."""
-        codes = self.codes
-        if self.symmetric:
-            codes = (codes.to(torch.int16) + 2 ** (self.bits - 1)).to(torch.uint8)  # shift into 0..2^b - 1
-        packed = pack_nibbles(codes) if self.bits == 4 and codes.numel() % 2 == 0 else codes.reshape(-1)
-        tensors = {"codes": packed, "scale": self.scale.float(), "zero": self.zero.float(),
-                   "group_index": self.group_index.to(torch.int32)}
-        meta = {"bits": self.bits, "symmetric": self.symmetric, "nibbles": packed.numel() != codes.numel()}
-        return QuantizedTensor("group", tuple(self.weight.shape), tensors, meta)
-
-
-def dequantize_group(q: QuantizedTensor) -> torch.Tensor:
-    """Float32 weight of a ``"group"`` :class:`QuantizedTensor` (see :meth:`GroupQuantized.to_quantized_tensor`)."""
-    codes = q.tensors["codes"]
-    codes = (unpack_nibbles(codes) if q.meta["nibbles"] else codes).reshape(q.shape).float()
-    if q.meta["symmetric"]:
-        codes = codes - 2 ** (q.meta["bits"] - 1)
-    g = q.tensors["group_index"].long()
-    return dequantize_grid(codes, q.tensors["scale"][:, g], q.tensors["zero"][:, g])
-
-
-register("group", dequantize_group)
-
-
-def _code_dtype(symmetric: bool) -> torch.dtype:
-    return torch.int8 if symmetric else torch.uint8
-
-
-def rtn_groupwise(
-    weight: torch.Tensor, bits: int = 4, group_size: int | None = 128, symmetric: bool = False
-) -> GroupQuantized:
-    """Round-to-nearest, ``group_size`` consecutive inputs of a row per grid; a shorter last group is allowed.
-
-    The same grid as :func:`lmkit.quant.absmax.rtn_fake_quantize` (its pieces are used here), which requires the
-    row length to be a multiple of the group size; SmolLM2's 576 inputs at group size 128 are not.
-    """
-    if weight.ndim != 2:
-        raise ValueError(f"weight must be 2-D (d_row, d_col), got shape {tuple(weight.shape)}")
-    d_row, d_col = weight.shape
-    group = d_col if group_size is None else group_size
-    if group < 1:
-        raise ValueError(f"group_size must be positive or None, got {group_size}")
-    w = weight.detach().float()
-    scales, zeros, codes, deq = [], [], [], []
-    for start in range(0, d_col, group):
-        piece = w[:, start : start + group]  # (d_row, <= group)
-        s, z = minmax_params(piece, bits, symmetric)  # (d_row, 1) each
-        c = quantize_to_grid(piece, s, z, bits, symmetric)
-        scales.append(s), zeros.append(z), codes.append(c), deq.append(dequantize_grid(c, s, z))
-    return GroupQuantized(
-        weight=torch.cat(deq, 1).to(weight.dtype),
-        codes=torch.cat(codes, 1).to(_code_dtype(symmetric)),
-        scale=torch.cat(scales, 1),
-        zero=torch.cat(zeros, 1),
-        group_index=torch.arange(d_col) // group,
-        bits=bits,
-        symmetric=symmetric,
-    )
+from lmkit.quant.base import check_finite
+from lmkit.quant.rtn import GroupQuantized, code_dtype
 
 
 def prepare_hessian(weight: torch.Tensor, hessian: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor, ...]:
@@ -161,6 +51,13 @@ def prepare_hessian(weight: torch.Tensor, hessian: torch.Tensor, damp: float = 0
         raise ValueError(f"hessian must be ({weight.shape[1]}, {weight.shape[1]}), got {tuple(hessian.shape)}")
     if not 0.0 <= damp < 1.0:
         raise ValueError(f"damp must be in [0, 1), got {damp}")
+    check_finite(weight, "weight")
+    check_finite(hessian, "hessian (the calibration statistics)")
+    if weight.numel() == 0:
+        raise ValueError(f"weight is empty (shape {tuple(weight.shape)})")
+    if not bool((torch.diag(hessian) != 0).any()):
+        raise ValueError("the hessian is all zero: no calibration data reached this layer (empty or all-zero "
+                         "calibration inputs)")
     dtype = torch.promote_types(weight.dtype, torch.float32)
     W = weight.detach().to(dtype).clone()  # (d_row, d_col)
     H = hessian.detach().to(dtype).clone()  # (d_col, d_col)
@@ -169,6 +66,13 @@ def prepare_hessian(weight: torch.Tensor, hessian: torch.Tensor, damp: float = 0
     W[:, dead] = 0.0
     H.diagonal().add_(damp * torch.diag(H).mean())
     return W, H
+
+
+def not_positive_definite(damp: float) -> str:
+    """The message for a dampened Hessian whose Cholesky factorisation failed."""
+    return (f"the Cholesky factorisation of the dampened Hessian failed (it is not positive definite in floating "
+            f"point): raise the dampening damp={damp} (e.g. to {min(10 * damp if damp else 0.01, 0.5):g}), or "
+            "calibrate on more, more varied samples")
 
 
 def inverse_hessian_cholesky(H: torch.Tensor) -> torch.Tensor:
@@ -217,7 +121,10 @@ def gptq_quantize(
     if act_order:
         perm = torch.argsort(torch.diag(H), descending=True, stable=True)  # (d_col,)
         W, H = W[:, perm], H[perm][:, perm]
-    U = inverse_hessian_cholesky(H)  # (d_col, d_col)
+    try:
+        U = inverse_hessian_cholesky(H)  # (d_col, d_col)
+    except torch.linalg.LinAlgError as err:
+        raise ValueError(not_positive_definite(damp)) from err
 
     n_groups = -(-d_col // group)
     Q = torch.zeros_like(W)  # (d_row, d_col) dequantized, processing order
@@ -249,7 +156,7 @@ def gptq_quantize(
         W[:, i2:] -= E1 @ U[i1:i2, i2:]  # lazy batch update of everything after the block
 
     group_index = torch.arange(d_col) // group  # (d_col,) in processing order
-    codes = quantize_to_grid(Q, scale[:, group_index], zero[:, group_index], bits, symmetric).to(_code_dtype(symmetric))
+    codes = quantize_to_grid(Q, scale[:, group_index], zero[:, group_index], bits, symmetric).to(code_dtype(symmetric))
     if perm is not None:
         inverse = torch.argsort(perm)
         Q, codes, group_index = Q[:, inverse], codes[:, inverse], group_index[inverse]

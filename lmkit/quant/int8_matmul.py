@@ -35,7 +35,7 @@ THRESHOLD = 6.0
 def quantize_rowwise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Absmax int8 per row: (R, C) float -> codes (R, C) int8 and scales ``c`` (R, 1) = row absmax."""
     c = x.abs().amax(dim=-1, keepdim=True).float()
-    q = torch.round(x.float() * (127.0 / torch.where(c > 0, c, torch.ones_like(c))))
+    q = torch.round(x.float() * (127.0 / torch.where(c > 0, c, 1.0)))  # an all-zero row gets scale 1
     return q.to(torch.int8), c
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from lmkit.quant.absmax import dequantize_grid, minmax_params, quantize_to_grid
-from lmkit.quant.gptq import prepare_hessian
+from lmkit.quant.gptq import not_positive_definite, prepare_hessian
 
 
 def obq_quantize(
@@ -38,6 +38,8 @@ def obq_quantize(
     W, H = prepare_hessian(weight, hessian, damp)  # (d_row, d_col), (d_col, d_col)
     d_row, d_col = W.shape
     scale, zero = minmax_params(W, bits, symmetric)  # (d_row, 1) each: one grid per row
+    if int(torch.linalg.cholesky_ex(H).info):  # not positive definite: its inverse would be garbage
+        raise ValueError(not_positive_definite(damp))
     H_inv = torch.linalg.inv(H).expand(d_row, d_col, d_col).clone()  # (d_row, d_col, d_col) one per row
     free = torch.ones(d_row, d_col, dtype=torch.bool)
     Q = torch.zeros_like(W)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -75,20 +77,45 @@ class Tokenizer(ABC):
 class VocabListTokenizer(Tokenizer):
     """A :class:`Tokenizer` whose vocabulary is the list ``self.vocab``: id ``i`` is the entry ``self.vocab[i]``.
 
-    By default the vocabulary is all there is to save (``{"vocab": [...]}``); a subclass with more settings
-    overrides :meth:`to_dict` and :meth:`from_dict`.
+    Every lmkit tokenizer is one (char, word, WordPiece, byte-level BPE, Unigram): a subclass calls
+    :meth:`set_vocab` in ``__init__`` and gets ``vocab_size``, ``id_to_token``, ``token_to_id`` and
+    :meth:`check_ids` — the one place where ids coming back to be decoded are checked. By default the vocabulary is
+    all there is to save (``{"vocab": [...]}``); a subclass with more settings overrides :meth:`to_dict` and
+    :meth:`from_dict`.
     """
 
     vocab: list[str]
+
+    def set_vocab(self, vocab: Iterable[str]) -> None:
+        """Store the entries (``vocab[i]`` is id ``i``) and their index; an entry listed twice is an error."""
+        self.vocab = list(vocab)
+        self._index = {t: i for i, t in enumerate(self.vocab)}
+        if len(self._index) != len(self.vocab):
+            dup = next(t for t, n in Counter(self.vocab).items() if n > 1)
+            raise ValueError(f"the vocabulary lists {dup!r} twice")
 
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
 
+    def check_ids(self, ids: Iterable[int]) -> list[int]:
+        """``ids`` as a list, each checked to be an int in ``[0, vocab_size)`` (a negative id would silently index
+        from the end of the vocabulary)."""
+        ids = list(ids)
+        n = len(self.vocab)
+        for i in ids:
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n:
+                raise ValueError(f"token id {i!r} is outside [0, {n}): token ids are ints below the vocabulary size")
+        return ids
+
     def id_to_token(self, i: int) -> str:
-        if not 0 <= i < len(self.vocab):
-            raise ValueError(f"token id {i} is outside [0, {len(self.vocab)})")
-        return self.vocab[i]
+        return self.vocab[self.check_ids([i])[0]]
+
+    def token_to_id(self, token: str) -> int:
+        """Id of a vocabulary entry (as stored: ``"Ġthe"`` in byte-level BPE, ``"##ing"`` in WordPiece)."""
+        if token not in self._index:
+            raise KeyError(f"{token!r} is not in the vocabulary")
+        return self._index[token]
 
     def to_dict(self) -> dict[str, Any]:
         return {"vocab": self.vocab}
@@ -98,6 +125,35 @@ class VocabListTokenizer(Tokenizer):
         if "vocab" not in data:
             raise ValueError(f"corrupted {cls.__name__} data: no 'vocab'")
         return cls(data["vocab"])  # type: ignore[call-arg]
+
+
+def check_text(text: Any, what: str = "text") -> str:
+    """``text`` if it is a ``str`` of valid Unicode; bytes, other types and lone surrogates are clear errors.
+
+    A lone surrogate (``"\\ud800"``, what a broken UTF-16 decode leaves) is a ``str`` but not text: it has no
+    UTF-8 bytes, so a byte-level tokenizer could only fail deep inside, or drop it silently.
+    """
+    if isinstance(text, bytes | bytearray):
+        raise TypeError(f"{what} must be a str, got {type(text).__name__}: decode it first, e.g. data.decode('utf-8')")
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"{what} holds a lone surrogate {text[err.start]!r} at index {err.start}: it is not valid "
+                         "Unicode (decode the source with errors='replace' to get U+FFFD instead)") from None
+    return text
+
+
+def check_special_tokens(tokens: Iterable[Any]) -> list[str]:
+    """Special tokens as a list of distinct non-empty strings (an empty one would match between every character)."""
+    tokens = list(tokens)
+    for t in tokens:
+        if not isinstance(t, str) or not t:
+            raise ValueError(f"special tokens must be non-empty strings, got {t!r}")
+    if len(set(tokens)) != len(tokens):
+        raise ValueError(f"a special token is listed twice in {tokens}")
+    return tokens
 
 
 def check_vocab_size(vocab_size: int, minimum: int, what: str) -> None:
@@ -134,6 +190,7 @@ def split_on_special(text: str, allowed: set[str]) -> list[tuple[str, bool]]:
     """
     if not allowed:
         return [(text, False)] if text else []
+    check_special_tokens(allowed)
     pattern = "|".join(regex.escape(s) for s in sorted(allowed, key=len, reverse=True))
     out: list[tuple[str, bool]] = []
     start = 0

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from lmkit.tokenizers.base import (
-    Tokenizer,
+    VocabListTokenizer,
+    check_special_tokens,
+    check_text,
     check_vocab_size,
     resolve_allowed_special,
     split_on_special,
@@ -38,7 +40,8 @@ def _patterns(pattern: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def learn_merges(words: list[list[int]], freqs: list[int], vocab: list[str], vocab_size: int) -> list[Pair]:
-    """Learn BPE merges with an incremental pair count; ``words`` and ``vocab`` are updated in place.
+    """Learn BPE merges with an incremental pair count; ``words`` (each word replaced by its merged form) and
+    ``vocab`` are updated in place.
 
     ``words[k]`` is the symbol-id sequence of a distinct pre-token seen ``freqs[k]`` times; ``vocab[i]``
     is the string of symbol ``i``. The loop adds symbols until ``len(vocab) == vocab_size``.
@@ -80,19 +83,24 @@ def learn_merges(words: list[list[int]], freqs: list[int], vocab: list[str], voc
         gained: dict[Pair, set[int]] = defaultdict(set)
         for k in where.pop(pair):
             word, freq = words[k], freqs[k]
-            i = 0
-            while i < len(word) - 1:
-                if word[i] == a and word[i + 1] == b:
-                    if i > 0:
-                        delta[(word[i - 1], a)] -= freq
-                        delta[(word[i - 1], new)] += freq
-                        gained[(word[i - 1], new)].add(k)
-                    if i + 2 < len(word):
+            out: list[int] = []  # the word rebuilt in one pass: splicing it in place is quadratic in its length
+            i, n = 0, len(word)
+            while i < n:
+                if i + 1 < n and word[i] == a and word[i + 1] == b:
+                    if out:  # the left neighbour as already rewritten (it may be a fresh `new`)
+                        delta[(out[-1], a)] -= freq
+                        delta[(out[-1], new)] += freq
+                        gained[(out[-1], new)].add(k)
+                    if i + 2 < n:
                         delta[(b, word[i + 2])] -= freq
                         delta[(new, word[i + 2])] += freq
                         gained[(new, word[i + 2])].add(k)
-                    word[i : i + 2] = [new]
-                i += 1
+                    out.append(new)
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            words[k] = out
         for p, d in delta.items():
             pair_counts[p] += d
         pair_counts.pop(pair)
@@ -103,7 +111,7 @@ def learn_merges(words: list[list[int]], freqs: list[int], vocab: list[str], voc
     return merges
 
 
-class ByteLevelBPE(Tokenizer):
+class ByteLevelBPE(VocabListTokenizer):
     """Byte-level BPE tokenizer.
 
     Args:
@@ -123,12 +131,11 @@ class ByteLevelBPE(Tokenizer):
         pattern: str | Sequence[str] = "gpt2",
         eos_token: str | None = None,
     ) -> None:
-        self.vocab = list(vocab)
+        self.set_vocab(vocab)
         self.pattern = pattern if isinstance(pattern, str) else list(pattern)
         self._patterns = _patterns(pattern)
-        self._index = {token: i for i, token in enumerate(self.vocab)}
         self.special_tokens: dict[str, int] = {}
-        for s in special_tokens:
+        for s in check_special_tokens(special_tokens):
             if s not in self._index:
                 raise ValueError(f"special token {s!r} is not in the vocabulary")
             self.special_tokens[s] = self._index[s]
@@ -177,6 +184,8 @@ class ByteLevelBPE(Tokenizer):
         Ids follow HF ``tokenizers``' BpeTrainer: special tokens first, then the 256 byte symbols in
         code-point order of their GPT-2 characters, then merged symbols in the order they were learned.
         """
+        check_text(text)
+        special_tokens = check_special_tokens(special_tokens)
         check_vocab_size(vocab_size, 256 + len(special_tokens), "byte alphabet plus the special tokens")
         patterns = _patterns(pattern)
         counts: Counter[str] = Counter()
@@ -192,29 +201,37 @@ class ByteLevelBPE(Tokenizer):
 
     # ------------------------------------------------------------------ encoding
     def _encode_piece(self, piece: str) -> list[int]:
-        """Apply the merges to one pre-token: always merge the adjacent pair of lowest rank."""
+        """Apply the merges to one pre-token: always merge the adjacent pair of lowest rank (leftmost first).
+
+        As in HF ``tokenizers`` (``Word::merge_all``), the symbols form a linked list and the mergeable pairs sit in
+        a priority queue keyed by ``(rank, position)``: each merge unlinks one symbol and pushes at most the two new
+        pairs it creates, so a word of ``n`` bytes costs ``O(n log n)`` instead of ``O(n²)`` for rescanning it after
+        every merge. Queue entries whose pair changed since they were pushed are skipped when they surface.
+        """
         cached = self._cache.get(piece)
         if cached is not None:
             return cached
-        ids = [self._byte_ids[b] for b in piece.encode("utf-8")]
+        sym = [self._byte_ids[b] for b in piece.encode("utf-8")]
         if self.missing_bytes:
-            ids = [i for i in ids if i >= 0]
-        ranks = self._ranks
-        none = (len(self.merges), -1)
-        while len(ids) >= 2:
-            best = min(zip(ids, ids[1:], strict=False), key=lambda p: ranks.get(p, none))
-            new = ranks.get(best, none)[1]
-            if new < 0:  # no adjacent pair has a merge rule: done
-                break
-            out, i = [], 0
-            while i < len(ids):
-                if i + 1 < len(ids) and ids[i] == best[0] and ids[i + 1] == best[1]:
-                    out.append(new)
-                    i += 2
-                else:
-                    out.append(ids[i])
-                    i += 1
-            ids = out
+            sym = [i for i in sym if i >= 0]
+        ranks, n = self._ranks, len(sym)
+        nxt, prev = list(range(1, n + 1)), list(range(-1, n - 1))  # linked list over positions; n = the end
+        heap = [(r[0], i, r[1]) for i in range(n - 1) if (r := ranks.get((sym[i], sym[i + 1]))) is not None]
+        heapq.heapify(heap)
+        while heap:
+            rank, i, new = heapq.heappop(heap)
+            j = nxt[i]
+            if sym[i] < 0 or j >= n or ranks.get((sym[i], sym[j]), (-1,))[0] != rank:
+                continue  # stale: position i was merged away, or its pair has changed
+            sym[i], sym[j] = new, -1  # merge the right symbol into the left one and unlink it
+            nxt[i] = nxt[j]
+            if nxt[i] < n:
+                prev[nxt[i]] = i
+                if (r := ranks.get((new, sym[nxt[i]]))) is not None:
+                    heapq.heappush(heap, (r[0], i, r[1]))
+            if prev[i] >= 0 and (r := ranks.get((sym[prev[i]], new))) is not None:
+                heapq.heappush(heap, (r[0], prev[i], r[1]))
+        ids = [s for s in sym if s >= 0]
         if len(self._cache) < 200_000:
             self._cache[piece] = ids
         return ids
@@ -226,8 +243,7 @@ class ByteLevelBPE(Tokenizer):
         recognised in the text and each becomes its single id; other occurrences are encoded as
         ordinary text. Naming a token that is not special raises ``ValueError``.
         """
-        if not isinstance(text, str):
-            raise TypeError(f"encode expects a str, got {type(text).__name__}")
+        check_text(text)
         allowed = resolve_allowed_special(allowed_special, self.special_tokens)
         ids: list[int] = []
         for chunk, is_special in split_on_special(text, allowed):
@@ -240,10 +256,7 @@ class ByteLevelBPE(Tokenizer):
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The raw bytes of ``ids`` (a single token may hold part of a UTF-8 character)."""
-        try:
-            return b"".join(self._bytes[i] for i in ids)
-        except (IndexError, TypeError) as err:
-            raise ValueError(f"token ids must be ints in [0, {self.vocab_size}): {err}") from err
+        return b"".join(self._bytes[i] for i in self.check_ids(ids))
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``; byte sequences that are not valid UTF-8 become U+FFFD."""
@@ -251,22 +264,9 @@ class ByteLevelBPE(Tokenizer):
 
     # ------------------------------------------------------------------ vocabulary
     @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    @property
     def eos_id(self) -> int | None:
         """Id of the end-of-sequence token (``None`` when the tokenizer has none)."""
         return None if self.eos_token is None else self.special_tokens[self.eos_token]
-
-    def id_to_token(self, i: int) -> str:
-        return self.vocab[i]
-
-    def token_to_id(self, token: str) -> int:
-        """Id of a vocabulary entry (in GPT-2's byte alphabet, e.g. ``"Ġthe"``)."""
-        if token not in self._index:
-            raise KeyError(f"{token!r} is not in the vocabulary")
-        return self._index[token]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -293,29 +293,36 @@ class ByteLevelBPE(Tokenizer):
         strings, a type per token (3 = control, 4 = user-defined: both matched as special tokens)
         and the name of the pre-tokenizer (``tokenizer.ggml.pre``), which selects the split regexes.
         """
-        from gguf import GGUFReader
+        from lmkit.loaders.gguf_file import GGUFError, metadata, open_gguf
 
-        reader = GGUFReader(str(path))
+        reader = open_gguf(path)  # the file is checked whole; errors name it
 
-        def field(key: str) -> Any:
-            if key not in reader.fields:
-                raise ValueError(f"{path} has no {key!r} metadata")
-            f = reader.fields[key]
-            if len(f.types) > 1:  # array
-                if f.types[-1].name == "STRING":
-                    return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
-                return [int(f.parts[i][0]) for i in f.data]
-            if f.types[0].name == "STRING":
-                return bytes(f.parts[f.data[0]]).decode("utf-8")
-            return int(f.parts[f.data[0]][0])
+        def strings(key: str) -> list[str]:
+            value = metadata(reader, key)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise GGUFError(f"GGUF file {path}: metadata {key!r} should be a list of strings")
+            return value
 
-        if field("tokenizer.ggml.model") != "gpt2":
-            raise ValueError(f"{path} holds a {field('tokenizer.ggml.model')!r} tokenizer, not byte-level BPE (gpt2)")
-        pre = field("tokenizer.ggml.pre")
+        model = metadata(reader, "tokenizer.ggml.model", str)
+        if model != "gpt2":
+            raise ValueError(f"{path} holds a {model!r} tokenizer, not byte-level BPE (gpt2)")
+        pre = metadata(reader, "tokenizer.ggml.pre", str)
         pattern = {"default": "gpt2", "gpt-2": "gpt2"}.get(pre, pre)
-        tokens = field("tokenizer.ggml.tokens")
-        types = field("tokenizer.ggml.token_type")
-        merges = [tuple(m.split(" ")) for m in field("tokenizer.ggml.merges")]
+        tokens = strings("tokenizer.ggml.tokens")
+        types = metadata(reader, "tokenizer.ggml.token_type")
+        if not isinstance(types, list) or len(types) != len(tokens):
+            raise GGUFError(f"GGUF file {path}: tokenizer.ggml.token_type must list one type per token "
+                            f"({len(tokens)} tokens)")
+        merges = []
+        for rank, line in enumerate(strings("tokenizer.ggml.merges")):
+            parts = tuple(line.split(" "))
+            if len(parts) != 2:
+                raise GGUFError(f"GGUF file {path}: merge {rank} is {line!r}, expected 'left right'")
+            merges.append(parts)
         special = [t for t, kind in zip(tokens, types, strict=True) if kind in (3, 4)]
-        eos = tokens[field("tokenizer.ggml.eos_token_id")]
+        eos_id = metadata(reader, "tokenizer.ggml.eos_token_id", int)
+        if not 0 <= eos_id < len(tokens):
+            raise GGUFError(f"GGUF file {path}: tokenizer.ggml.eos_token_id {eos_id} is outside the "
+                            f"{len(tokens)} tokens")
+        eos = tokens[eos_id]
         return cls(tokens, merges, special, pattern, eos if eos in special else None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from lmkit.tokenizers.base import VocabListTokenizer, check_vocab_size
+from lmkit.tokenizers.base import VocabListTokenizer, check_text, check_vocab_size
 
 UNK = "<unk>"
 
@@ -23,13 +23,12 @@ class CharTokenizer(VocabListTokenizer):
             raise ValueError(f"a CharTokenizer vocabulary starts with {UNK!r}")
         if any(len(c) != 1 for c in vocab[1:]):
             raise ValueError("a CharTokenizer vocabulary holds single characters after <unk>")
-        self.vocab = list(vocab)
-        self._index = {c: i for i, c in enumerate(self.vocab)}
+        self.set_vocab(vocab)
 
     @classmethod
     def train(cls, text: str, vocab_size: int | None = None) -> CharTokenizer:
         """Keep the ``vocab_size - 1`` most frequent characters of ``text`` (all of them when ``None``)."""
-        counts = Counter(text)
+        counts = Counter(check_text(text))
         if vocab_size is None:
             vocab_size = len(counts) + 1
         check_vocab_size(vocab_size, 2, "minimum of <unk> plus one character")
@@ -37,7 +36,7 @@ class CharTokenizer(VocabListTokenizer):
         return cls([UNK, *sorted(kept)])
 
     def encode(self, text: str) -> list[int]:
-        return [self._index.get(c, 0) for c in text]
+        return [self._index.get(c, 0) for c in check_text(text)]
 
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.id_to_token(i) for i in ids)

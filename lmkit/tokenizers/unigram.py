@@ -24,7 +24,7 @@ from typing import Any
 
 import regex
 
-from lmkit.tokenizers.base import Tokenizer, check_vocab_size
+from lmkit.tokenizers.base import VocabListTokenizer, check_text, check_vocab_size
 
 SPACE = "▁"
 UNK = "<unk>"
@@ -166,16 +166,14 @@ def m_step(counts: dict[str, float], chars: Iterable[str], min_count: float = 0.
     return {p: math.log(c) - log_total for p, c in kept.items()}
 
 
-class Unigram(Tokenizer):
+class Unigram(VocabListTokenizer):
     """Unigram-LM tokenizer: pieces with scores, Viterbi encoding. ``pieces[0]`` is ``<unk>``."""
 
     def __init__(self, pieces: Sequence[tuple[str, float]]) -> None:
         if not pieces or pieces[0][0] != UNK:
             raise ValueError(f"a Unigram vocabulary starts with the unknown piece {UNK!r}")
         self.pieces = [(str(p), float(s)) for p, s in pieces]
-        self._index = {p: i for i, (p, _) in enumerate(self.pieces)}
-        if len(self._index) != len(self.pieces):
-            raise ValueError("a Unigram vocabulary lists a piece twice")
+        self.set_vocab(p for p, _ in self.pieces)
         self._scores = {p: s for p, s in self.pieces[1:]}
         self._max_len = max((len(p) for p in self._scores), default=1)
         self.unk_score = min(s for _, s in self.pieces) - UNK_PENALTY
@@ -195,7 +193,7 @@ class Unigram(Tokenizer):
         Like SentencePiece, pruning stops at 10% above the target and the final vocabulary is the
         ``vocab_size - 1`` best-scoring pieces (all characters kept) plus ``<unk>``.
         """
-        words = Counter(metaspace_split(text))
+        words = Counter(metaspace_split(check_text(text)))
         chars = {c for w in words for c in w}
         check_vocab_size(vocab_size, len(chars) + 1, "character alphabet of the corpus plus <unk>")
         seed = seed_pieces(words, seed_size or 10 * vocab_size, max_piece_length)
@@ -219,8 +217,7 @@ class Unigram(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         """Viterbi pieces of each ``▁``-word; a run of unknown characters becomes one ``<unk>`` (as HF does)."""
-        if not isinstance(text, str):
-            raise TypeError(f"encode expects a str, got {type(text).__name__}")
+        check_text(text)
         ids: list[int] = []
         for w in metaspace_split(text):
             for piece, known in viterbi(w, self._scores, self._max_len, self.unk_score):
@@ -235,17 +232,8 @@ class Unigram(Tokenizer):
 
         As with HF's ``Metaspace``, a text that already started with a space loses that one space.
         """
-        text = "".join(self.id_to_token(i) for i in ids).replace(SPACE, " ")
+        text = "".join(self.vocab[i] for i in self.check_ids(ids)).replace(SPACE, " ")
         return text[1:] if text.startswith(" ") else text
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.pieces)
-
-    def id_to_token(self, i: int) -> str:
-        if not 0 <= i < len(self.pieces):
-            raise ValueError(f"token id {i} is outside [0, {len(self.pieces)})")
-        return self.pieces[i][0]
 
     def to_dict(self) -> dict[str, Any]:
         return {"pieces": [list(p) for p in self.pieces]}

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import regex
 
-from lmkit.tokenizers.base import VocabListTokenizer, check_vocab_size
+from lmkit.tokenizers.base import VocabListTokenizer, check_text, check_vocab_size
 
 UNK = "<unk>"
 WORD_PATTERN = regex.compile(r"\w+|[^\w\s]+")
@@ -31,18 +31,17 @@ class WordTokenizer(VocabListTokenizer):
     def __init__(self, vocab: Sequence[str]) -> None:
         if not vocab or vocab[0] != UNK:
             raise ValueError(f"a WordTokenizer vocabulary starts with {UNK!r}")
-        self.vocab = list(vocab)
-        self._index = {w: i for i, w in enumerate(self.vocab)}
+        self.set_vocab(vocab)
 
     @classmethod
     def train(cls, text: str, vocab_size: int) -> WordTokenizer:
         """Keep the ``vocab_size - 1`` most frequent words of ``text`` (ties: alphabetical)."""
         check_vocab_size(vocab_size, 2, "minimum of <unk> plus one word")
-        counts = Counter(split_words(text))
+        counts = Counter(split_words(check_text(text)))
         return cls([UNK, *sorted(counts, key=lambda w: (-counts[w], w))[: vocab_size - 1]])
 
     def encode(self, text: str) -> list[int]:
-        return [self._index.get(w, 0) for w in split_words(text)]
+        return [self._index.get(w, 0) for w in split_words(check_text(text))]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Words joined by single spaces: the original spacing is lost, and so is every ``<unk>`` word."""

@@ -15,7 +15,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lmkit.tokenizers.base import VocabListTokenizer, check_vocab_size, split_on_special
+from lmkit.tokenizers.base import (
+    VocabListTokenizer,
+    check_special_tokens,
+    check_text,
+    check_vocab_size,
+    split_on_special,
+)
 
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -209,11 +215,8 @@ class WordPiece(VocabListTokenizer):
         prefix: str = "##",
         max_input_chars_per_word: int = 100,
     ) -> None:
-        self.vocab = list(vocab)
-        self._index = {t: i for i, t in enumerate(self.vocab)}
-        if len(self._index) != len(self.vocab):
-            dup = next(t for t, n in Counter(self.vocab).items() if n > 1)
-            raise ValueError(f"the vocabulary lists {dup!r} twice")
+        self.set_vocab(vocab)
+        special_tokens = check_special_tokens(special_tokens)
         for s in (unk_token, cls_token, sep_token, *special_tokens):
             if s not in self._index:
                 raise ValueError(f"special token {s!r} is not in the vocabulary")
@@ -244,7 +247,8 @@ class WordPiece(VocabListTokenizer):
     ) -> WordPiece:
         """Learn a vocabulary of ``vocab_size`` entries (special tokens first) from ``text``
         (see :func:`train_wordpiece_vocab` for ``criterion`` and ``min_frequency``)."""
-        words = Counter(bert_pre_tokenize(bert_normalize(text, lowercase)))
+        special_tokens = check_special_tokens(special_tokens)
+        words = Counter(bert_pre_tokenize(bert_normalize(check_text(text), lowercase)))
         size = vocab_size - len(special_tokens)
         vocab = list(special_tokens) + train_wordpiece_vocab(words, size, "##", criterion, min_frequency)
         return cls(vocab, lowercase=lowercase, special_tokens=special_tokens)
@@ -267,8 +271,7 @@ class WordPiece(VocabListTokenizer):
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Ids of ``text``, wrapped as ``[CLS] ... [SEP]`` when ``add_special_tokens``."""
-        if not isinstance(text, str):
-            raise TypeError(f"encode expects a str, got {type(text).__name__}")
+        check_text(text)
         ids: list[int] = []
         for chunk, is_special in split_on_special(text, set(self.special_tokens)):
             if is_special:
@@ -286,6 +289,7 @@ class WordPiece(VocabListTokenizer):
         As in HF ``tokenizers``' WordPiece decoder, a piece that is just `` .``, `` ,``, `` ?`` or `` !``
         loses its space. Lowercasing and accent stripping cannot be undone.
         """
+        ids = self.check_ids(ids)  # before the special-id test: 2.0 == 2 would pass it
         special = set(self.special_tokens.values())
         tokens = [self.id_to_token(i) for i in ids if not (skip_special_tokens and i in special)]
         pieces = []

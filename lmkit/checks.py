@@ -1,0 +1,92 @@
+"""Argument checks shared by lmkit's public functions: one home for "must be an int >= 1" and its relatives.
+
+Each check returns the value (converted where that is the point, e.g. ``check_number`` gives a ``float``) or raises
+a ``ValueError`` whose message names the argument, the rule and the value received::
+
+    >>> check_int("max_new_tokens", 0, minimum=1)
+    Traceback (most recent call last):
+        ...
+    ValueError: max_new_tokens must be a positive int, got 0
+    >>> check_choice("norm", "batchnorm", choices(Literal["layernorm", "rmsnorm"]))
+    Traceback (most recent call last):
+        ...
+    ValueError: norm must be one of ('layernorm', 'rmsnorm'), got 'batchnorm'
+
+Python's ``bool`` is a subclass of ``int``, so ``isinstance(True, int)`` holds; every check here rejects ``True`` and
+``False`` where a number is meant (``top_k=True`` is a mistake, not ``top_k=1``).
+
+A ``Literal`` type alias is the single source of a set of allowed strings: :func:`choices` reads the runtime tuple
+off it, so the type hint and the check cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, get_args
+
+
+def choices(literal: Any) -> tuple[Any, ...]:
+    """The allowed values of a ``Literal[...]`` alias, as a tuple (``choices(Literal["a", "b"]) == ("a", "b")``)."""
+    values = get_args(literal)
+    if not values:
+        raise TypeError(f"{literal!r} is not a Literal[...] type")
+    return values
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
+    """``value`` if it is one of ``allowed``, else a ``ValueError`` listing them."""
+    allowed = tuple(allowed)
+    if isinstance(value, bool) or value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def _bounds(minimum: float | None, maximum: float | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f" in [{minimum}, {maximum}]"
+    if minimum is not None:
+        return f" >= {minimum}"
+    return "" if maximum is None else f" <= {maximum}"
+
+
+def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` if it is an ``int`` (not a ``bool``) within ``[minimum, maximum]``, else a ``ValueError``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or (minimum is not None and value < minimum)
+        or (maximum is not None and value > maximum)
+    ):
+        if maximum is None and minimum in (0, 1):
+            rule = "a positive int" if minimum == 1 else "a non-negative int"
+        else:
+            rule = "an int" + _bounds(minimum, maximum)
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    return value
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    finite: bool = True,
+) -> float:
+    """``float(value)`` if it is a real number (``int`` or ``float``, not a ``bool``) that is finite (unless
+    ``finite=False``), ``>= minimum``, ``<= maximum`` and ``> above``; else a ``ValueError``."""
+    rule = ("a finite number" if finite else "a number") + _bounds(minimum, maximum)
+    if above is not None:
+        rule += f" > {above}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    if (
+        (finite and not math.isfinite(value))
+        or (minimum is not None and value < minimum)
+        or (maximum is not None and value > maximum)
+        or (above is not None and value <= above)
+    ):
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    return float(value)

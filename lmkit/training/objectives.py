@@ -1,0 +1,352 @@
+"""Pre-training objectives: what the model is asked to predict, and from which corrupted input.
+
+Every objective turns a clean token sequence into an ``(input, target)`` pair:
+
+* **Next-token prediction** (GPT): input ``x[:-1]``, target ``x[1:]`` — every position is a training signal.
+* **Masked LM** (BERT): choose 15% of the positions; of those, 80% become ``[MASK]``, 10% a random token,
+  10% stay unchanged; the loss is computed on the chosen positions only (label ``-100`` elsewhere, the
+  PyTorch/HF ignore index).
+* **T5 denoising** (Raffel et al., 2020, Table 4), with a noise mask covering ``corruption_rate`` of the
+  tokens in spans of mean length ``mean_span_length``:
+
+  - *MASS-style*: every corrupted token becomes ``[MASK]``; the target is the whole original sequence.
+  - *replace spans*: each corrupted span becomes one sentinel ``<extra_id_k>``; the target lists only the
+    spans, each after its sentinel (T5's default: 15%, mean span 3).
+  - *drop*: corrupted tokens are deleted from the input; the target is the dropped tokens.
+
+* **Deshuffling**: the input is a random permutation of the tokens; the target is the original order.
+
+The noise mask follows T5's reference ``random_spans_noise_mask`` exactly: the number of corrupted
+tokens is ``round(length · rate)``, the number of spans ``round(n_noise / mean_span_length)``, and both
+the corrupted and the clean tokens are cut into that many non-empty segments uniformly at random, then
+interleaved (clean first). So the span count and the corrupted-token count are deterministic; only the
+span boundaries are random.
+
+Finally, :func:`scheduled_sampling_inputs` implements curriculum learning for a decoder (Bengio et al.,
+2015): instead of always feeding the gold previous token (teacher forcing), feed the model's own
+prediction with a probability that grows during training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+IGNORE_INDEX = -100
+"""Label value that :func:`torch.nn.functional.cross_entropy` skips (its default ``ignore_index``)."""
+
+
+def _check_rate(rate: float, name: str = "corruption_rate") -> None:
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {rate}")
+
+
+def _check_ids(ids: torch.Tensor, dims: tuple[int, ...] = (1, 2)) -> None:
+    if not torch.is_tensor(ids) or ids.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"token ids must be an integer torch.Tensor, got {getattr(ids, 'dtype', type(ids))}")
+    if ids.dim() not in dims:
+        raise ValueError(f"token ids must have {' or '.join(map(str, dims))} dimensions, got shape {tuple(ids.shape)}")
+
+
+# ----------------------------------------------------------------------------------------------- next token
+
+
+def next_token_pairs(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets for next-token prediction: ``(ids[..., :-1], ids[..., 1:])``. (B, T) -> 2 × (B, T-1)."""
+    _check_ids(ids)
+    if ids.shape[-1] < 2:
+        raise ValueError("next-token prediction needs sequences of at least 2 tokens")
+    return ids[..., :-1], ids[..., 1:]
+
+
+def causal_lm_loss(logits: torch.Tensor, ids: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Mean cross-entropy of predicting ``ids[:, t+1]`` from ``logits[:, t]``.
+
+    ``logits`` (B, T, V) come from running the model on the *whole* ``ids`` (B, T); the last position
+    has no target and the first token is never predicted. This is the same shift HF models apply
+    when given ``labels=input_ids``.
+    """
+    if logits.dim() != 3 or logits.shape[:2] != ids.shape:
+        raise ValueError(f"logits (B, T, V) must match ids (B, T); got {tuple(logits.shape)} and {tuple(ids.shape)}")
+    _, targets = next_token_pairs(ids)
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=ignore_index)
+
+
+# ------------------------------------------------------------------------------------------------------ BERT
+
+
+def bert_mlm_mask(
+    ids: torch.Tensor,
+    mask_id: int,
+    vocab_size: int,
+    mlm_probability: float = 0.15,
+    special_ids: Sequence[int] = (),
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masked-LM corruption. Returns ``(inputs, labels)``, both shaped like ``ids``.
+
+    Each non-special position is selected independently with probability ``mlm_probability``.
+    A selected position keeps its original token as label and, in the input, becomes ``mask_id``
+    with probability 0.8, a uniformly random token with probability 0.1, or stays unchanged
+    (0.1). Unselected positions get label :data:`IGNORE_INDEX`. The random and unchanged cases
+    exist because ``[MASK]`` never appears at fine-tuning time: the model must build a good
+    representation of *every* token, not only of masks.
+    """
+    _check_ids(ids)
+    _check_rate(mlm_probability, "mlm_probability")
+    if not 0 <= mask_id < vocab_size:
+        raise ValueError(f"mask_id {mask_id} is outside the vocabulary [0, {vocab_size})")
+    # Random numbers are drawn on the CPU (where a data pipeline's generator lives), then moved.
+    special = torch.isin(ids, torch.tensor(list(special_ids), dtype=ids.dtype, device=ids.device))
+    chosen = (torch.rand(ids.shape, generator=generator).to(ids.device) < mlm_probability) & ~special
+    labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE_INDEX))
+    u = torch.rand(ids.shape, generator=generator).to(ids.device)  # one draw decides mask / random / keep
+    random_tokens = torch.randint(vocab_size, ids.shape, generator=generator, dtype=ids.dtype).to(ids.device)
+    inputs = torch.where(chosen & (u < 0.8), torch.full_like(ids, mask_id), ids)
+    inputs = torch.where(chosen & (u >= 0.8) & (u < 0.9), random_tokens, inputs)
+    return inputs, labels
+
+
+def next_sentence_pairs(
+    documents: Sequence[Sequence[str]], generator: torch.Generator | None = None
+) -> list[tuple[str, str, bool]]:
+    """BERT's next-sentence-prediction examples ``(A, B, is_next)`` (Devlin et al., 2019, Section 3.1).
+
+    For every pair of consecutive sentences ``A, B`` of a document, with probability 0.5 ``B`` is kept (IsNext);
+    otherwise it is replaced by a random sentence of *another* document (NotNext). The model reads
+    ``[CLS] A [SEP] B [SEP]`` and a 2-way classifier on the final ``[CLS]`` state predicts ``is_next``.
+    RoBERTa (Liu et al., 2019, Section 4.2) found that dropping this task matches or improves downstream results.
+    """
+    if len(documents) < 2 or any(len(d) == 0 for d in documents):
+        raise ValueError("need at least two non-empty documents (NotNext sentences come from another document)")
+    pairs = []
+    for i, doc in enumerate(documents):
+        for a, b in zip(doc[:-1], doc[1:], strict=True):
+            if torch.rand((), generator=generator).item() < 0.5:
+                pairs.append((a, b, True))
+                continue
+            j = int(torch.randint(len(documents) - 1, (), generator=generator))
+            other = documents[j + (j >= i)]  # any document but this one
+            pairs.append((a, other[int(torch.randint(len(other), (), generator=generator))], False))
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------- T5 noise mask
+
+
+def _random_segmentation(num_items: int, num_segments: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Cut ``num_items`` items into ``num_segments`` non-empty segments uniformly at random; their lengths."""
+    # Choose num_segments - 1 of the num_items - 1 gaps between items as segment boundaries.
+    boundaries = torch.zeros(num_items - 1, dtype=torch.bool)
+    boundaries[torch.randperm(num_items - 1, generator=generator)[: num_segments - 1]] = True
+    first_in_segment = torch.cat([torch.zeros(1, dtype=torch.bool), boundaries])
+    segment_id = torch.cumsum(first_in_segment.long(), 0)
+    return torch.bincount(segment_id, minlength=num_segments)
+
+
+def span_counts(length: int, corruption_rate: float = 0.15, mean_span_length: float = 3.0) -> tuple[int, int]:
+    """``(n_noise_tokens, n_spans)`` that T5's ``random_spans_noise_mask`` uses for a sequence of ``length``."""
+    if length < 2:
+        raise ValueError(f"a noise mask needs at least 2 tokens, got length {length}")
+    _check_rate(corruption_rate)
+    if mean_span_length < 1:
+        raise ValueError(f"mean_span_length must be >= 1, got {mean_span_length}")
+    num_noise = min(max(round(length * corruption_rate), 1), length - 1)
+    num_spans = max(round(num_noise / mean_span_length), 1)
+    return num_noise, num_spans
+
+
+def random_spans_noise_mask(
+    length: int,
+    corruption_rate: float = 0.15,
+    mean_span_length: float = 3.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """T5's span-corruption mask: a (length,) bool tensor, True on corrupted tokens.
+
+    ``round(length · corruption_rate)`` tokens are corrupted, in ``round(n_noise / mean_span_length)``
+    spans; clean and corrupted segments alternate, starting with a clean one, so the sequence never
+    starts with noise and ends with a noise span.
+    """
+    num_noise, num_spans = span_counts(length, corruption_rate, mean_span_length)
+    num_clean = length - num_noise
+    num_spans = min(num_spans, num_clean)  # each noise span needs a clean segment before it
+    noise_lengths = _random_segmentation(num_noise, num_spans, generator)
+    clean_lengths = _random_segmentation(num_clean, num_spans, generator)
+    interleaved = torch.stack([clean_lengths, noise_lengths], dim=1).reshape(-1)  # clean, noise, clean, ...
+    segment_index = torch.repeat_interleave(torch.arange(2 * num_spans), interleaved)
+    return segment_index % 2 == 1
+
+
+def iid_noise_mask(
+    length: int, corruption_rate: float = 0.15, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Exactly ``round(length · rate)`` corrupted positions chosen uniformly at random (T5's i.i.d. baseline)."""
+    num_noise, _ = span_counts(length, corruption_rate, 1.0)
+    mask = torch.zeros(length, dtype=torch.bool)
+    mask[torch.randperm(length, generator=generator)[:num_noise]] = True
+    return mask
+
+
+def noise_span_to_unique_sentinel(
+    tokens: torch.Tensor, noise_mask: torch.Tensor, sentinel_ids: Sequence[int]
+) -> torch.Tensor:
+    """Replace each run of noise tokens by one sentinel, numbered by run (T5's function of the same name).
+
+    Applied to the input with the noise mask, it gives ``Thank you <X> me to your party <Y> week .``;
+    applied to the same tokens with the *inverted* mask, it gives the target ``<X> for inviting <Y> last <Z>``.
+    """
+    if tokens.shape != noise_mask.shape or tokens.dim() != 1:
+        raise ValueError("tokens and noise_mask must be 1-D and of the same length")
+    previous = torch.cat([torch.zeros(1, dtype=torch.bool, device=noise_mask.device), noise_mask[:-1]])
+    first_noise = noise_mask & ~previous
+    span_number = torch.cumsum(first_noise.long(), 0) - 1
+    n_spans = int(first_noise.sum())
+    if n_spans > len(sentinel_ids):
+        raise ValueError(f"{n_spans} spans need {n_spans} sentinels, only {len(sentinel_ids)} given")
+    if n_spans == 0:
+        return tokens.clone()
+    sentinels = torch.tensor(list(sentinel_ids), dtype=tokens.dtype, device=tokens.device)
+    out = torch.where(first_noise, sentinels[span_number.clamp(0, n_spans - 1)], tokens)
+    return out[~(noise_mask & ~first_noise)]
+
+
+STYLES = ("mass", "replace_spans", "drop")
+
+
+@dataclass
+class DenoisingExample:
+    """One corrupted example: the encoder input, the decoder target and the noise mask that made them."""
+
+    inputs: torch.Tensor  # (T_in,)
+    targets: torch.Tensor  # (T_out,)
+    noise_mask: torch.Tensor  # (T,) bool, True on corrupted tokens of the original
+
+
+def t5_denoise(
+    tokens: torch.Tensor,
+    style: str = "replace_spans",
+    corruption_rate: float = 0.15,
+    mean_span_length: float | None = 3.0,
+    mask_id: int | None = None,
+    sentinel_ids: Sequence[int] | None = None,
+    generator: torch.Generator | None = None,
+    noise_mask: torch.Tensor | None = None,
+) -> DenoisingExample:
+    """Corrupt one 1-D token sequence in one of the T5 paper's three styles.
+
+    ``mean_span_length=None`` corrupts i.i.d. positions (T5's Table 4 setting); a number uses
+    :func:`random_spans_noise_mask`. A given ``noise_mask`` overrides both.
+
+    * ``"mass"``: corrupted tokens → ``mask_id``; target = the original sequence (same length as the input).
+    * ``"replace_spans"``: each span → its sentinel; target = sentinel + span, for every span.
+    * ``"drop"``: corrupted tokens deleted; target = the deleted tokens in order.
+
+    The last two shorten the target to about ``corruption_rate`` of the length (+ one sentinel per span),
+    which is why T5 chose them: the decoder, whose cost grows with target length, does much less work.
+    """
+    _check_ids(tokens, (1,))
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    if noise_mask is None:
+        if mean_span_length is None:
+            noise_mask = iid_noise_mask(len(tokens), corruption_rate, generator)
+        else:
+            noise_mask = random_spans_noise_mask(len(tokens), corruption_rate, mean_span_length, generator)
+    noise_mask = noise_mask.to(tokens.device)
+    if style == "mass":
+        if mask_id is None:
+            raise ValueError("the MASS style needs mask_id")
+        inputs = torch.where(noise_mask, torch.full_like(tokens, mask_id), tokens)
+        return DenoisingExample(inputs, tokens.clone(), noise_mask)
+    if style == "drop":
+        return DenoisingExample(tokens[~noise_mask], tokens[noise_mask], noise_mask)
+    if sentinel_ids is None:
+        raise ValueError("the replace_spans style needs sentinel_ids (e.g. t5_sentinel_ids(vocab_size))")
+    inputs = noise_span_to_unique_sentinel(tokens, noise_mask, sentinel_ids)
+    targets = noise_span_to_unique_sentinel(tokens, ~noise_mask, sentinel_ids)
+    return DenoisingExample(inputs, targets, noise_mask)
+
+
+def t5_sentinel_ids(vocab_size: int, n: int = 100) -> list[int]:
+    """T5's sentinel ids: ``<extra_id_0>`` is the last id of the vocabulary, ``<extra_id_k>`` = ``vocab_size-1-k``."""
+    if n < 1 or n > vocab_size:
+        raise ValueError(f"need 1 <= n <= vocab_size, got n={n}, vocab_size={vocab_size}")
+    return [vocab_size - 1 - k for k in range(n)]
+
+
+# ----------------------------------------------------------------------------------------------- deshuffling
+
+
+def deshuffle_pair(tokens: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deshuffling objective: input = the tokens in a random order, target = the original sequence."""
+    _check_ids(tokens, (1,))
+    return tokens[torch.randperm(len(tokens), generator=generator).to(tokens.device)], tokens.clone()
+
+
+# -------------------------------------------------------------------------------------- scheduled sampling
+
+
+def teacher_forcing_probability(
+    step: int, schedule: str = "inverse_sigmoid", k: float = 100.0, c: float = 1e-3, minimum: float = 0.0
+) -> float:
+    """Probability ε_i of feeding the *gold* token at training step ``i`` (Bengio et al., 2015, Sec. 2.4).
+
+    * ``"linear"``: ε_i = max(minimum, k − c·i) (with ``k <= 1``);
+    * ``"exponential"``: ε_i = k^i (with ``k < 1``);
+    * ``"inverse_sigmoid"``: ε_i = k / (k + exp(i / k)) (with ``k >= 1``).
+
+    Early in training ε ≈ 1 (teacher forcing); it decays so the model learns to continue from its own
+    (imperfect) predictions, as it must at inference time.
+    """
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if schedule == "linear":
+        return max(minimum, k - c * step)
+    if schedule == "exponential":
+        if not 0 < k < 1:
+            raise ValueError(f"the exponential schedule needs 0 < k < 1, got {k}")
+        return max(minimum, k**step)
+    if schedule == "inverse_sigmoid":
+        if k < 1:
+            raise ValueError(f"the inverse sigmoid schedule needs k >= 1, got {k}")
+        return max(minimum, k / (k + math.exp(min(step / k, 700.0))))
+    raise ValueError(f"schedule must be 'linear', 'exponential' or 'inverse_sigmoid', got {schedule!r}")
+
+
+def scheduled_sampling_inputs(
+    logits_fn: Callable[[torch.Tensor], torch.Tensor],
+    ids: torch.Tensor,
+    teacher_probability: float,
+    generator: torch.Generator | None = None,
+    sample: bool = True,
+) -> torch.Tensor:
+    """Decoder inputs mixing gold tokens and the model's own predictions (scheduled sampling).
+
+    ``logits_fn(ids) -> (B, T, V)`` is the model. A first, gradient-free teacher-forced pass predicts
+    every next token; then each input position ``t >= 1`` keeps the gold ``ids[:, t]`` with probability
+    ``teacher_probability`` and otherwise takes the prediction made at ``t-1`` (sampled from the softmax
+    when ``sample``, else the argmax). The first token is always gold. Train on the result with the
+    ordinary :func:`causal_lm_loss` against the *gold* ``ids``. (For a Transformer the predictions of
+    one parallel pass stand in for the RNN's step-by-step ones: the two-pass approximation of
+    Mihaylova & Martins, 2019.) ``teacher_probability=1`` is exactly teacher forcing.
+    """
+    _check_ids(ids, (2,))
+    if not 0.0 <= teacher_probability <= 1.0:
+        raise ValueError(f"teacher_probability must be in [0, 1], got {teacher_probability}")
+    if teacher_probability == 1.0:
+        return ids
+    with torch.no_grad():
+        logits = logits_fn(ids)[:, :-1].float()  # (B, T-1, V): prediction for positions 1..T-1
+        if sample:
+            probs = logits.softmax(-1).flatten(0, 1)
+            predicted = torch.multinomial(probs, 1, generator=generator).view(logits.shape[:2])
+        else:
+            predicted = logits.argmax(-1)
+    use_gold = torch.rand(predicted.shape, generator=generator).to(ids.device) < teacher_probability
+    mixed = torch.where(use_gold, ids[:, 1:], predicted.to(ids.dtype))
+    return torch.cat([ids[:, :1], mixed], dim=1)
