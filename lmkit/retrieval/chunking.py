@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmkit.checks import check_int
+
 
 @dataclass(frozen=True)
 class Chunk:
@@ -39,10 +41,8 @@ def chunk_words(words: list[str], size: int, overlap: int = 0) -> list[tuple[int
 
     The last window ends at the last word (it may be shorter); a text of at most ``size`` words is one chunk.
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int (words per chunk), got {size!r}")
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < size:
-        raise ValueError(f"overlap must be an int in [0, size={size}), got {overlap!r}")
+    check_int("size (words per chunk)", size, minimum=1)
+    check_int("overlap (words shared by neighbours, below size)", overlap, minimum=0, maximum=size - 1)
     step, spans = size - overlap, []
     for start in range(0, max(len(words), 1), step):
         spans.append((start, min(start + size, len(words))))

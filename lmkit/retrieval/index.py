@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from lmkit.checks import check_int
+
 
 class ExactIndex:
     """Brute-force cosine top-k over ``embeddings`` ``(N, d)`` (normalised on the way in).
@@ -35,8 +37,7 @@ class ExactIndex:
     def search(self, queries: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
         """``(scores, ids)``, each ``(Q, k)``, best first: the ``k`` stored vectors most cosine-similar to each query.
         ``queries`` may be ``(d,)`` or ``(Q, d)``; ``k`` is capped at the index size."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        check_int("k", k, minimum=1)
         if queries.ndim == 1:
             queries = queries[None]
         if queries.ndim != 2 or queries.shape[1] != self.vectors.shape[1]:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from lmkit.checks import check_int
+
 
 class KVCache:
     """A growing per-layer store of keys and values ``(B, H_kv, S, D)``, filled by lmkit's ``Transformer``.
@@ -77,8 +79,7 @@ class StaticKVCache:
     """
 
     def __init__(self, max_length: int) -> None:
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+        check_int("max_length", max_length, minimum=1)
         self.max_length = max_length
         self.keys: list[torch.Tensor] = []  # full buffers (B, H_kv, max_length, D)
         self.values: list[torch.Tensor] = []
