@@ -14,7 +14,7 @@ LLAMA_CMAKE_ARGS := $(shell $(PYTHON) tools/llama_cpp_flags.py)
 # shared cache, and pip's cache does not know which flags a wheel was built with.
 LLAMA_WHEEL_CACHE := $(HOME)/.cache/lmkit/pip-llama-cpp-$(shell echo '$(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-8)
 
-.PHONY: setup book test lab lint clean mutants
+.PHONY: setup book test lab lint clean mutants llama-tests-v3
 
 setup: $(VENV)/.installed
 
@@ -60,10 +60,17 @@ test: lint book /usr/bin/chromium /usr/bin/chromedriver
 	OMP_NUM_THREADS=1 LMKIT_SITE_DIR=_build/html $(BIN)/pytest -n 2 --dist loadscope --nbval-lax tests notebooks
 
 # Mutation audit, on demand only (never in CI): the audit's named mutants, each applied in a private copy with the
-# tests that must catch it, then mutmut's own mutants of the core modules listed in setup.cfg, capped at 30 minutes.
+# tests that must catch it, then mutmut's own mutants of the core modules listed in setup.cfg (a fresh run, about 15
+# minutes, capped at 30) and their score, killed / (total - equivalent), with tests/mutation_equivalent.md's list.
 mutants: setup
 	OMP_NUM_THREADS=1 $(BIN)/python tools/mutants.py
-	OMP_NUM_THREADS=1 timeout 1800 $(BIN)/mutmut run --max-children 2; $(BIN)/mutmut results
+	rm -rf mutants
+	OMP_NUM_THREADS=1 timeout 1800 $(BIN)/mutmut run --max-children 2; $(BIN)/python tools/mutation_score.py
+
+# llama.cpp built for an x86-64-v3 CPU (no AVX-512, no AMX) with its test suite run, on demand only (never in CI):
+# proves tools/llama_cpp_flags.py builds a llama.cpp for machines without AVX-512. About an hour on 2 shared cores.
+llama-tests-v3: setup
+	nice -n 19 tools/llama_cpp_v3_tests.sh
 
 lab: setup
 	$(BIN)/jupyter lab notebooks

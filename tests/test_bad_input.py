@@ -447,6 +447,44 @@ def test_the_real_smollm2_file_passes(smollm2_path):
     gguf_file.check_gguf(smollm2_path)
 
 
+def _bench(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GGUF_READERS = {  # every place outside the loaders that opens the book's GGUF file
+    "exercises.smollm2_reader": lambda: __import__("lmkit.exercises", fromlist=["x"]).smollm2_reader(),
+    "bench_quant_formats.nf4_file_bytes": lambda: _bench("bench_quant_formats").nf4_file_bytes(),
+    "bench_generate.gguf_weight_bytes": lambda: _bench("bench_generate").gguf_weight_bytes(assets.smollm2_gguf()),
+}
+
+
+@pytest.mark.parametrize("reader", GGUF_READERS)
+def test_every_gguf_reader_goes_through_the_checked_opener(reader, good_gguf, tmp_path, monkeypatch):
+    from lmkit.exercises import smollm2_reader
+
+    bad = tmp_path / "cut.gguf"
+    bad.write_bytes(good_gguf[: len(good_gguf) // 2])
+    monkeypatch.setenv(assets.SMOLLM2.env_var, str(bad))
+    smollm2_reader.cache_clear()
+    with pytest.raises(GGUFError, match="truncated") as info:
+        GGUF_READERS[reader]()
+    assert str(bad) in str(info.value)
+
+
+def test_no_gguf_reader_is_opened_unchecked():
+    root = Path(__file__).parents[1]
+    sources = [p for folder, pattern in (("lmkit", "*.py"), ("bench", "*.py"), ("notebooks", "*.ipynb"))
+               for p in sorted((root / folder).rglob(pattern)) if p.name != "gguf_file.py"]
+    direct = [f"{p.relative_to(root)}:{n}" for p in sources
+              for n, line in enumerate(p.read_text().splitlines(), 1) if "GGUFReader(" in line]
+    assert not direct, f"gguf.GGUFReader opened directly (use lmkit.loaders.gguf_file.open_gguf): {direct}"
+
+
 # ------------------------------------------------------------------------------------------------------------ assets
 
 @pytest.mark.parametrize("asset", [assets.SMOLLM2, assets.MINILM], ids=["smollm2", "minilm"])
@@ -788,6 +826,49 @@ def test_ggml_fp16_scale_overflow_is_reported(qtype, qmax):
     with pytest.raises(ValueError, match=f"overflow {qtype}'s fp16 block scales"):
         quantize_ggml(w, qtype)
     quantize_ggml(torch.full((2, 32), 65504.0 * qmax * 0.99), qtype)  # just below: fine
+
+
+HUGE_NF4 = {  # name -> (dtype, per-block absmax values): finite, but their float32 sum is not
+    "float32 near max": (torch.float32, [3.4e38, 3.4e38]),
+    "float32 1e38 x 8 blocks": (torch.float32, [1e38] * 8),
+    "bfloat16 near max": (torch.bfloat16, [3.3e38, 3.3e38, 1.0]),
+}
+
+
+def _blocks(dtype, absmaxes) -> torch.Tensor:
+    w = torch.randn(len(absmaxes), 64, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    w[:, 0] = 1.0
+    return (w * torch.tensor(absmaxes)[:, None]).to(dtype)
+
+
+@pytest.mark.parametrize("case", HUGE_NF4)
+def test_nf4_double_quant_overflow_is_reported(case):
+    from lmkit.quant.nf4 import quantize_nf4
+
+    w = _blocks(*HUGE_NF4[case])
+    assert torch.isfinite(w).all()
+    with pytest.raises(ValueError, match=r"overflow NF4's double quantization: the mean of the \d+ block absmax"):
+        quantize_nf4(w)
+
+
+@pytest.mark.parametrize("case", HUGE_NF4)
+def test_nf4_without_double_quant_takes_huge_finite_values(case):
+    from lmkit.quant.nf4 import dequantize_nf4, quantize_nf4
+
+    w = _blocks(*HUGE_NF4[case])
+    back = dequantize_nf4(quantize_nf4(w, double_quant=False)).double()
+    assert torch.isfinite(back).all()
+    scale = w.double().abs().amax(dim=1, keepdim=True)
+    assert ((back - w.double()).abs() <= 0.153 * scale).all()  # half NF4's widest gap: (1 - 0.6962) / 2 = 0.152
+
+
+@pytest.mark.parametrize("dtype,big", [(torch.float32, 1e37), (torch.float16, 65504.0), (torch.bfloat16, 1e37)])
+def test_nf4_double_quant_of_large_finite_values_stays_finite(dtype, big):
+    from lmkit.quant.nf4 import dequantize_nf4, nf4_absmax, quantize_nf4
+
+    w = _blocks(dtype, [big] * 8)
+    q = quantize_nf4(w)
+    assert torch.isfinite(nf4_absmax(q)).all() and torch.isfinite(dequantize_nf4(q)).all()
 
 
 def _layer(d_out=8, d_in=32, n=64):

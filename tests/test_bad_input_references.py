@@ -253,6 +253,60 @@ def test_unigram_two_em_iterations_fit_at_least_as_well_as_one():
     assert nll(two) <= nll(one)
 
 
+def _segmentations(word: str, vocab) -> list[list[str]]:
+    """Every way to spell ``word`` with pieces of ``vocab``, by brute force."""
+    if not word:
+        return [[]]
+    return [[word[:e], *rest] for e in range(1, len(word) + 1) if word[:e] in vocab
+            for rest in _segmentations(word[e:], vocab)]
+
+
+def _brute_force_em_step(words: Counter, scores: dict, chars: set) -> dict:
+    """One EM step of the unigram LM (Kudo 2018) written out: the E-step weighs *every* segmentation of every word
+    by its probability (no lattice, no forward-backward); the M-step is SentencePiece's ``log(count / total)``,
+    dropping pieces expected under 0.5 times (its ``kExpectedFrequencyThreshold``) but never a character."""
+    counts = Counter()
+    for word, freq in words.items():
+        weighted = [(math.exp(sum(scores[p] for p in seg)), seg) for seg in _segmentations(word, scores)]
+        z = sum(w for w, _ in weighted)
+        for w, seg in weighted:
+            for piece in seg:
+                counts[piece] += freq * w / z
+    kept = {p: c for p, c in counts.items() if c >= 0.5}
+    kept.update({c: max(counts.get(c, 0.0), 0.5) for c in chars})
+    total = sum(kept.values())
+    return {p: math.log(c / total) for p, c in kept.items()}
+
+
+def test_unigram_training_is_two_em_steps_from_the_seed_when_no_pruning_is_needed():
+    """SentencePiece runs ``num_sub_iterations = 2`` EM steps before each pruning round. On a corpus whose seed
+    vocabulary (every character, every substring seen twice) already fits the target, training is one round: the
+    scores must be exactly two brute-force EM steps from the seed's frequency scores (one step is off by ~3 nats)."""
+    from lmkit.tokenizers.unigram import Unigram, metaspace_split
+
+    rng = random.Random(0)
+    vocab_words = ["".join(rng.choice("abc") for _ in range(rng.randint(2, 5))) for _ in range(6)]
+    text = " ".join(rng.choice(vocab_words) for _ in range(200))
+    words = Counter(metaspace_split(text))
+    chars = {c for w in words for c in w}
+    seed = Counter({c: sum(f * w.count(c) for w, f in words.items()) for c in chars})
+    substrings = Counter()
+    for w, f in words.items():
+        for i in range(len(w)):
+            for j in range(i + 2, len(w) + 1):
+                substrings[w[i:j]] += f
+    seed.update({sub: n for sub, n in substrings.items() if n >= 2})
+    total = sum(seed.values())
+    expected = {p: math.log(n / total) for p, n in seed.items()}
+    for _ in range(2):
+        expected = _brute_force_em_step(words, expected, chars)
+
+    trained = Unigram.train(text, len(expected) + 1, seed_size=len(seed))
+    got = dict(trained.pieces[1:])
+    assert set(got) == set(expected)
+    assert max(abs(got[p] - expected[p]) for p in got) < 1e-9
+
+
 def test_bpe_queue_merges_leftmost_first_like_hf_tokenizers():
     """Long words and runs of one letter, where the order of equal-rank merges matters: ids equal HF tokenizers'
     BPE built from the same vocabulary and merges."""

@@ -166,6 +166,33 @@ def test_beam_search_matches_hf(hf_model, model, prompts, num_beams, length_pena
         torch.testing.assert_close(via_generate, ours.sequences)
 
 
+@pytest.mark.parametrize("early_stopping", [True, False, "never"])
+@pytest.mark.parametrize("length_penalty", [2.0, 0.0])
+def test_early_stopping_never_differs_from_false_as_in_hf(hf_model, model, prompts, early_stopping, length_penalty):
+    """Two beams, and the two most likely first tokens made EOS: both beams finish at step 1, and the best running
+    candidate scores below them. ``False`` estimates the best reachable score at the *current* length and stops there;
+    ``"never"`` with ``length_penalty > 0`` divides by ``max_new_tokens ** length_penalty`` instead, keeps searching
+    and finds a long hypothesis that scores better. With ``length_penalty <= 0`` the two are the same test (HF)."""
+    ids = prompts[0]
+    with torch.no_grad():
+        eos = hf_model(ids).logits[0, -1].topk(2).indices.tolist()
+    settings = dict(num_beams=2, length_penalty=length_penalty, eos_token_id=eos)
+
+    def hf(stopping):
+        return hf_generate(hf_model, ids, max_new_tokens=10, early_stopping=stopping, return_dict_in_generate=True,
+                           output_scores=True, **settings)
+
+    theirs, hf_false, hf_never = hf(early_stopping), hf(False), hf("never")
+    if length_penalty > 0:  # the case must tell the settings apart in the reference itself
+        assert hf_false.sequences.shape[1] == ids.shape[1] + 1 < hf_never.sequences.shape[1]
+        assert hf_never.sequences_scores[0] > hf_false.sequences_scores[0]
+    else:
+        assert torch.equal(hf_false.sequences, hf_never.sequences)
+    ours = beam_search(model, ids, 10, early_stopping=early_stopping, pad_token_id=PAD, **settings)
+    torch.testing.assert_close(ours.sequences, theirs.sequences, rtol=0, atol=0)
+    torch.testing.assert_close(ours.sequences_scores, theirs.sequences_scores, rtol=0, atol=1e-5)
+
+
 def test_beam_search_with_penalties_matches_hf(hf_model, model, prompts):
     ids = prompts[0]
     settings = dict(num_beams=3, repetition_penalty=1.4, no_repeat_ngram_size=2, eos_token_id=5)

@@ -4,7 +4,8 @@
 * :class:`Int8Linear` is LLM.int8()'s vector-wise matmul (no outliers) and its outlier decomposition (threshold);
 * fusing q/k/v and gate/up changes nothing, in float32 and (bit for bit) in int8; PyTorch's fused attention op
   gives the eager numbers;
-* on SmolLM2 (slow): perplexity on the book's standard evaluation — bf16 within 1% of float32, int8 within 2%.
+* on SmolLM2 (slow): perplexity on the book's standard evaluation — bf16 and int8 (threshold 3.0) within 1% of
+  float32.
 """
 
 from __future__ import annotations
@@ -104,8 +105,11 @@ def test_fast_paths_convert_every_linear_and_stay_close(tiny):
         fast32 = prepare_for_decoding(copy.deepcopy(tiny), "float32")  # fused + PyTorch's attention op
         torch.testing.assert_close(fast32(ids).logits, ref, rtol=1e-5, atol=1e-5)
         int8 = prepare_for_decoding(copy.deepcopy(tiny), "int8")
-        assert isinstance(int8.lm_head, Int8Linear)  # the tied head too, with LLM.int8()'s outlier columns
-        assert int8.lm_head.threshold == 6.0 and int8.blocks[0].attn.qkv_proj.threshold == 0.0
+        assert isinstance(int8.lm_head, Int8Linear)  # the tied head too
+        # LLM.int8()'s outlier threshold (the paper's 6.0) in every layer unless told otherwise
+        assert {m.threshold for m in int8.modules() if isinstance(m, Int8Linear)} == {6.0}
+        mixed = prepare_for_decoding(copy.deepcopy(tiny), "int8", threshold=0.0, head_threshold=3.0)
+        assert mixed.lm_head.threshold == 3.0 and mixed.blocks[0].attn.qkv_proj.threshold == 0.0
         assert not any(type(m) is nn.Linear for m in int8.modules())
         assert int8.tok_emb.weight.dtype == torch.float32  # the lookup keeps float rows
         assert (int8(ids).logits - ref).abs().max() < 0.05 * ref.abs().max()
@@ -129,7 +133,10 @@ def test_smollm2_perplexity_within_one_percent(smollm2_model, smollm2_tokenizer)
     assert abs(ref - 6.69) < 0.01  # the book's standard number for SmolLM2
     bf16 = perplexity(prepare_for_decoding(copy.deepcopy(smollm2_model), "bfloat16"), ids)
     assert abs(bf16 / ref - 1) < 0.01, (bf16, ref)  # measured: 6.696 vs 6.692
-    # int8 (vector-wise, LLM.int8()'s outlier columns on the head only): measured 6.81, +1.8%. The issue's 1% target
-    # is not met (LLM.int8()'s decomposition in every layer gives 6.77, +1.1%); this bound keeps what is reached.
-    int8 = perplexity(prepare_for_decoding(copy.deepcopy(smollm2_model), "int8"), ids)
-    assert 0 < int8 / ref - 1 < 0.02, (int8, ref)
+    # int8: LLM.int8()'s vector-wise scheme with the outlier decomposition in every layer. Measured on this text
+    # (ppl 6.692 in float32): no decomposition 6.908 (+3.2%), the paper's threshold 6.0 6.77-6.78 (+1.1-1.3%: which
+    # columns cross 6.0 flips with float rounding upstream), 3.0 6.719 (+0.4%), 2.0 6.702 (+0.15%). A 135M model has
+    # no systematic outliers of the paper's size (those appear from ~6.7B parameters), so a lower threshold is what
+    # keeps SmolLM2's int8 within 1%.
+    int8 = perplexity(prepare_for_decoding(copy.deepcopy(smollm2_model), "int8", threshold=3.0), ids)
+    assert 0 < int8 / ref - 1 < 0.01, (int8, ref)

@@ -85,3 +85,70 @@ def test_additive_styles():
         masks.to_additive(torch.ones(2))
     with pytest.raises(ValueError):
         masks.to_additive(allowed, style="-1e9")
+
+
+def prefix_lm_reference(n, p):
+    """Raffel et al. (T5), Fig. 3, entry by entry: fully visible over the prefix, causal elsewhere."""
+    return torch.tensor([[j < p or j <= i for j in range(n)] for i in range(n)])
+
+
+def test_attention_mask_builds_each_kind_by_name():
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(5) == 0
+    refs = {"bidirectional": torch.ones(5, 5, dtype=torch.bool), "causal": causal,
+            "prefix_lm": prefix_lm_reference(5, 2)}
+    assert set(refs) == set(masks.MASK_KINDS)
+    for kind, ref in refs.items():
+        assert torch.equal(masks.attention_mask(kind, 5, prefix_len=2), ref), kind
+    # prefix_len defaults to 0: a prefix-LM with an empty prefix is a decoder
+    assert torch.equal(masks.attention_mask("prefix_lm", 5), causal)
+
+
+def test_masks_are_built_on_the_requested_device():
+    # The meta device stands in for a GPU on a CPU-only machine: a mask built on the CPU is not on it.
+    made = [masks.bidirectional_mask(3, "meta"), masks.causal_mask(3, "meta"), masks.prefix_lm_mask(3, 1, "meta")]
+    made += [masks.attention_mask(kind, 3, 1, "meta") for kind in masks.MASK_KINDS]
+    made.append(masks.to_additive(torch.ones(3, 3, dtype=torch.bool, device="meta")))
+    for m in made:
+        assert m.device.type == "meta" and m.shape == (3, 3)
+
+
+def test_sequence_length_must_be_a_positive_int():
+    assert masks.causal_mask(1).tolist() == [[True]]
+    for bad in (0, -2, 2.0, "3"):
+        with pytest.raises(ValueError, match=rf"^sequence length must be a positive int, got {bad!r}$"):
+            masks.bidirectional_mask(bad)
+    with pytest.raises(ValueError, match=r"^prefix_len must be in \[0, 4\], got -1$"):
+        masks.prefix_lm_mask(4, -1)
+
+
+def test_padding_mask_defaults_to_the_longest_sequence():
+    assert masks.padding_mask([3, 1]).tolist() == [[True, True, True], [True, False, False]]
+    assert masks.padding_mask(torch.tensor([2, 0]), 3).tolist() == [[True, True, False], [False] * 3]
+
+
+def test_padding_mask_and_combine_name_the_problem():
+    with pytest.raises(ValueError, match=r"^lengths must be 1-D, got shape \(1, 2\)$"):
+        masks.padding_mask([[1, 2]])
+    with pytest.raises(ValueError, match="^lengths must be non-negative$"):
+        masks.padding_mask([2, -1])
+    with pytest.raises(ValueError, match=r"^a length exceeds n=4$"):
+        masks.padding_mask([5, 1], 4)
+    # a rectangular (n_q, n_k) mask, as with a KV cache, combines with a (batch, n_k) key padding mask
+    rect = torch.tensor([[True, True, False, False], [True, True, True, False]])
+    both = masks.combine(rect, masks.padding_mask([4, 1, 3], 4))
+    assert both.shape == (3, 1, 2, 4)
+    assert both[1, 0].tolist() == [[True, False, False, False], [True, False, False, False]]
+    with pytest.raises(ValueError, match="^mask has 5 keys but padding mask has 4$"):
+        masks.combine(torch.ones(2, 5, dtype=torch.bool), masks.padding_mask([4, 2, 1], 4))
+
+
+def test_to_additive_names_bad_input():
+    with pytest.raises(TypeError, match="^mask must be boolean, got torch.float32$"):
+        masks.to_additive(torch.ones(2))
+    with pytest.raises(ValueError, match=r"^unknown style '-1e9'; expected '-inf' or '-10000'$"):
+        masks.to_additive(torch.ones(2, dtype=torch.bool), style="-1e9")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: the meta device cannot run the length checks")
+def test_padding_mask_follows_the_lengths_device():
+    assert masks.padding_mask(torch.tensor([2, 1], device="cuda")).device.type == "cuda"

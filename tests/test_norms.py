@@ -67,3 +67,51 @@ def test_swiglu_ffn_matches_transformers_llama_mlp():
     torch.testing.assert_close(ours(x), ref(x))
     with pytest.raises(ValueError):
         FeedForward(16, 40, "tanh")
+
+
+def test_default_eps_matter_and_match_the_references():
+    """At |x| ~ 1e-3 the variance (~1e-6) is of the order of eps: a wrong or dropped eps changes the output."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 16) * 1e-3
+    torch.testing.assert_close(LayerNorm(16)(x), nn.LayerNorm(16)(x))  # torch's default eps, 1e-5
+    rms, ref = RMSNorm(16), LlamaRMSNorm(16)  # LLaMA's default eps, 1e-6
+    assert not torch.allclose(rms(x), RMSNorm(16, eps=0.0)(x), rtol=1e-3)
+    torch.testing.assert_close(rms(x), ref(x))
+
+
+def test_rmsnorm_in_half_precision_is_llamas():
+    """Normalised in float32, rounded back to the input dtype, then scaled: bit for bit HF's LlamaRMSNorm."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 16).bfloat16()
+    rms, ref = RMSNorm(16), LlamaRMSNorm(16)
+    with torch.no_grad():
+        rms.weight.normal_()
+        ref.weight.copy_(rms.weight)
+    assert torch.equal(rms(x), ref(x))
+
+
+def test_layernorm_without_bias_is_torchs():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8)
+    ours, ref = LayerNorm(8, bias=False), nn.LayerNorm(8, bias=False)
+    assert ours.bias is None and ours.state_dict().keys() == ref.state_dict().keys()  # {"weight"}: loads from torch
+    torch.testing.assert_close(ours(x), ref(x))
+
+
+def test_batchnorm_gain_bias_and_small_batches():
+    torch.manual_seed(0)
+    ours, ref = BatchNorm(8), nn.BatchNorm1d(8)
+    with torch.no_grad():
+        ours.weight.normal_(), ours.bias.normal_()
+        ref.weight.copy_(ours.weight), ref.bias.copy_(ours.bias)
+    x = torch.randn(1, 2, 8)  # two positions: the fewest a batch variance allows
+    torch.testing.assert_close(ours(x), ref(x.transpose(1, 2)).transpose(1, 2))
+    torch.testing.assert_close(BatchNorm(1)(x[..., :1]), nn.BatchNorm1d(1)(x[..., :1].transpose(1, 2)).transpose(1, 2))
+    with pytest.raises(ValueError, match="^batch statistics need at least two positions$"):
+        ours(torch.randn(1, 1, 8))
+    with pytest.raises(ValueError, match=r"^expected \(batch, time, channels\), got shape \(4, 8\)$"):
+        ours(torch.randn(4, 8))

@@ -119,9 +119,9 @@ def _short(args: tuple) -> str:
 
 @lru_cache(maxsize=1)
 def smollm2_reader() -> Any:
-    """The book's SmolLM2 GGUF file, opened once with ``gguf``'s reader (the exercises read shapes and blocks)."""
-    from gguf import GGUFReader
-
+    """The book's SmolLM2 GGUF file, opened once through lmkit's checked opener (a ``gguf.GGUFReader``; the
+    exercises read shapes and blocks)."""
     from lmkit import assets
+    from lmkit.loaders.gguf_file import open_gguf
 
-    return GGUFReader(assets.smollm2_gguf())
+    return open_gguf(assets.smollm2_gguf())

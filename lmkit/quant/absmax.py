@@ -99,7 +99,7 @@ def quantize_int(
     """Absmax (``symmetric=True``) or zero-point quantization of ``w`` at ``bits`` bits.
 
     Codes are stored as int8 (symmetric) / uint8 (asymmetric), two per byte when ``bits == 4``;
-    scales and zero-points as float32, one per group.
+    one float32 scale and (asymmetric) one uint8 zero-point per group.
     """
     check_finite(w, "weight")
     _check_bits(bits)

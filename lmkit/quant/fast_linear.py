@@ -15,7 +15,7 @@ exactly in int32 inside ``torch._int_mm``::
 With ``threshold > 0`` the outlier feature dimensions of ``X`` (any ``|x| ≥ threshold``) are multiplied in float
 instead, as in the paper (:func:`~lmkit.quant.int8_matmul.llm_int8_matmul` is the reference; this layer returns the
 same numbers up to float32 rounding). That decomposition costs a detection pass and a data-dependent column gather
-at every call, so :func:`to_int8` applies it only where SmolLM2 needs it: the LM head (see :func:`to_int8`).
+at every call — the slowness the notes cite — and ``threshold=0`` turns it off (see :func:`to_int8`).
 
 :func:`to_int8` and :func:`to_bf16` convert a loaded lmkit model in place — every linear layer including a tied LM
 head (the embedding table keeps its float rows for the lookup). Float32 stays the reference.
@@ -83,7 +83,8 @@ class Int8Linear(nn.Module):
         self.threshold = float(threshold)
         self.register_buffer("codes", codes.contiguous())
         self.register_buffer("scale", scale.reshape(-1).float())  # c_w
-        self.register_buffer("out_scale", self.scale / 127.0**2, persistent=False)  # c_w / 127², used per call
+        self.register_buffer("step", self.scale / 127.0, persistent=False)  # c_w / 127: the value of one weight code
+        self.register_buffer("out_scale", self.step / 127.0, persistent=False)  # c_w / 127², used per call
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
 
     @classmethod
@@ -100,7 +101,7 @@ class Int8Linear(nn.Module):
 
     def dequantized_weight(self) -> torch.Tensor:
         """The float32 ``(out, in)`` weight this layer computes with: ``Q_w c_w / 127``."""
-        return self.codes.float() * (self.scale[:, None] / 127.0)
+        return self.codes.float() * self.step[:, None]
 
     def weight_nbytes(self) -> int:
         """Bytes read per call: the int8 codes and the float32 scales (and bias)."""
@@ -111,15 +112,17 @@ class Int8Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features).float()  # (M, K)
         outliers = None
         if self.threshold > 0:
-            cols = outlier_columns(x2, self.threshold)  # (K,) bool: LLM.int8()'s outlier feature dimensions
-            if bool(cols.any()):
-                w_cols = self.codes[:, cols].float() * (self.scale[:, None] / 127.0)  # (N, |O|) dequantized
-                outliers = x2[:, cols] @ w_cols.t()  # (M, N), in float
-                x2 = x2.masked_fill(cols, 0.0)
+            cols = outlier_columns(x2, self.threshold).nonzero().squeeze(1)  # LLM.int8()'s outlier dimensions
+            if cols.numel():
+                # X_O Q_O^T in float (the weight's scale c_w / 127 is applied below, with the int8 part's)
+                outliers = x2.index_select(1, cols) @ self.codes.index_select(1, cols).t().float()  # (M, N)
+                x2 = x2.index_fill(1, cols, 0.0)
         qx, cx = quantize_rowwise(x2)  # (M, K) int8, (M, 1) = c_x
-        y = int_mm(qx, self.codes) * (cx * self.out_scale)  # the int32 accumulator, rescaled: (M, N)
-        if outliers is not None:
-            y = y + outliers
+        acc = int_mm(qx, self.codes)  # (M, N) int32: the exact int8 x int8 sum
+        if outliers is None:
+            y = acc * (cx * self.out_scale)  # (c_x c_w / 127²) ⊙ (Q_x Q_wᵀ)
+        else:
+            y = (acc * (cx / 127.0) + outliers) * self.step
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
@@ -139,16 +142,17 @@ def _linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
 
 
 @torch.no_grad()
-def to_int8(model: nn.Module, threshold: float = 0.0, head_threshold: float = THRESHOLD) -> nn.Module:
+def to_int8(model: nn.Module, threshold: float = THRESHOLD, head_threshold: float | None = None) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` (in place) by an :class:`Int8Linear`; return ``model``.
 
-    ``threshold`` > 0 keeps LLM.int8()'s outlier columns in float (the paper uses 6.0); the LM head (the module
-    named ``lm_head``) uses ``head_threshold`` instead. The default decomposes only the head: on SmolLM2 the final
-    norm's output has a few feature dimensions far above the rest (|x| up to ~50), and with one scale per token
-    they cost the head most of int8's perplexity loss, while inside the blocks int8 without outliers stays close.
+    ``threshold`` > 0 keeps LLM.int8()'s outlier columns in float; the default is the paper's 6.0, and 0 gives plain
+    vector-wise int8. The LM head (the module named ``lm_head``) may get its own ``head_threshold`` (default: the
+    same). On SmolLM2 the outliers matter most in the head: the final norm's output has a few feature dimensions far
+    above the rest (|x| up to ~50), and with one scale per token they set the int8 step for all 576 inputs.
     A tied LM head gets its own int8 copy of the embedding matrix (the embedding keeps its float rows, read one
     row per token).
     """
+    head_threshold = threshold if head_threshold is None else head_threshold
     for parent, child, linear in _linears(model):
         setattr(parent, child, Int8Linear.from_linear(linear, head_threshold if child == "lm_head" else threshold))
     return model
@@ -183,7 +187,7 @@ def fuse_projections(model: nn.Module) -> nn.Module:
 
 
 def prepare_for_decoding(
-    model: nn.Module, fmt: str = "int8", threshold: float = 0.0, head_threshold: float = THRESHOLD
+    model: nn.Module, fmt: str = "int8", threshold: float = THRESHOLD, head_threshold: float | None = None
 ) -> nn.Module:
     """lmkit's fast decoding path for ``model`` (in place): fused projections, PyTorch's fused attention op
     (``attention_impl="sdpa"``), then the weights in ``fmt`` (``"float32"``, ``"bfloat16"`` or ``"int8"``; the

@@ -18,7 +18,9 @@ zero-padded to a whole block and dropped on dequantization.
 **Double quantization.** One float32 absmax per 64 weights costs 32/64 = 0.5 bits per weight. QLoRA
 quantizes these absmaxes again: subtract their mean, then 8-bit block-wise quantization in blocks
 of 256 (we use the dynamic 8-bit map of :mod:`lmkit.quant.dynamic8`, as bitsandbytes does), leaving
-8/64 + 32/(64·256) = 0.127 bits per weight: 4.127 bits in all instead of 4.5.
+8/64 + 32/(64·256) = 0.127 bits per weight: 4.127 bits in all instead of 4.5. The mean is a float32 sum, so
+weights near float32's largest value (~1e38 and up, over a few blocks) overflow it: that is reported as an error
+(``double_quant=False`` stores the absmaxes themselves and takes any finite tensor).
 """
 
 from __future__ import annotations
@@ -87,6 +89,12 @@ def quantize_nf4(
     meta = {"block_size": block_size, "double_quant": double_quant}
     if double_quant:
         offset = absmax.mean()
+        if not torch.isfinite(offset):  # a float32 sum of huge scales overflows (bitsandbytes sums in float32 too)
+            raise ValueError(
+                f"values up to {float(blocks.abs().max()):.4g} overflow NF4's double quantization: the mean of the "
+                f"{absmax.numel()} block absmax values, subtracted before their 8-bit step, is not finite in float32 "
+                f"(largest {torch.finfo(torch.float32).max:.4g}); use double_quant=False or rescale the tensor first"
+            )
         q = quantize_blockwise(absmax - offset, dq_block_size, signed=True)
         tensors |= {"absmax_codes": q.tensors["codes"], "absmax_scale": q.tensors["absmax"]}
         meta |= {"absmax_offset": float(offset), "dq_block_size": dq_block_size}

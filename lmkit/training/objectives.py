@@ -15,6 +15,10 @@ Every objective turns a clean token sequence into an ``(input, target)`` pair:
   - *drop*: corrupted tokens are deleted from the input; the target is the dropped tokens.
 
 * **Deshuffling**: the input is a random permutation of the tokens; the target is the original order.
+* **Prefix LM** (for an encoder–decoder): the input is a prefix, the target the rest of the text.
+
+:func:`objective_pair` builds the pair of each objective of T5's comparison (its Table 4: "BERT-style", prefix
+LM, deshuffling, and the i.i.d. replace-spans variant).
 
 The noise mask follows T5's reference ``random_spans_noise_mask`` exactly: the number of corrupted
 tokens is ``round(length · rate)``, the number of spans ``round(n_noise / mean_span_length)``, and both
@@ -286,6 +290,111 @@ def deshuffle_pair(tokens: torch.Tensor, generator: torch.Generator | None = Non
     """Deshuffling objective: input = the tokens in a random order, target = the original sequence."""
     _check_ids(tokens, (1,))
     return tokens[torch.randperm(len(tokens), generator=generator).to(tokens.device)], tokens.clone()
+
+
+# --------------------------------------------------------------------------- T5's objective comparison
+
+
+def bert_style_pair(
+    tokens: torch.Tensor,
+    mask_id: int,
+    vocab_size: int,
+    corruption_rate: float = 0.15,
+    random_token_rate: float = 0.1,
+    generator: torch.Generator | None = None,
+    noise_mask: torch.Tensor | None = None,
+) -> DenoisingExample:
+    """T5's "BERT-style" objective for an encoder–decoder (Raffel et al., 2020, Section 3.3.1, Tables 3 and 4).
+
+    ``round(T · corruption_rate)`` positions are corrupted i.i.d. (:func:`iid_noise_mask`); each corrupted token
+    becomes ``mask_id``, or with probability ``random_token_rate`` a random token drawn uniformly from
+    ``0 … vocab_size-1`` (the ordinary tokens: ``mask_id`` and other special ids may lie above); the target is the
+    *whole uncorrupted* sequence (BERT's encoder predicts only the masked tokens; an encoder–decoder, T5 explains,
+    simply gets the entire original sequence as its target). Unlike :func:`bert_mlm_mask` (80/10/10) no corrupted token
+    is left unchanged: T5's 90/10 split. ``random_token_rate=0`` is the MASS-style objective of Table 5::
+
+        >>> ex = bert_style_pair(torch.arange(10, 20), mask_id=0, vocab_size=100, random_token_rate=0.0,
+        ...                      noise_mask=torch.tensor([False, False, True, True] + [False] * 6))
+        >>> ex.inputs.tolist(), ex.targets.tolist()
+        ([10, 11, 0, 0, 14, 15, 16, 17, 18, 19], [10, 11, 12, 13, 14, 15, 16, 17, 18, 19])
+    """
+    _check_ids(tokens, (1,))
+    if not 0.0 <= random_token_rate <= 1.0:
+        raise ValueError(f"random_token_rate must be in [0, 1], got {random_token_rate}")
+    if vocab_size < 1 or mask_id < 0:
+        raise ValueError(f"need vocab_size >= 1 and mask_id >= 0, got {vocab_size} and {mask_id}")
+    if noise_mask is None:
+        noise_mask = iid_noise_mask(len(tokens), corruption_rate, generator)
+    example = t5_denoise(tokens, "mass", mask_id=mask_id, noise_mask=noise_mask)
+    if random_token_rate > 0:
+        noise = example.noise_mask
+        use_random = noise & (torch.rand(len(tokens), generator=generator).to(tokens.device) < random_token_rate)
+        random_tokens = torch.randint(vocab_size, tokens.shape, generator=generator, dtype=tokens.dtype)
+        example.inputs = torch.where(use_random, random_tokens.to(tokens.device), example.inputs)
+    return example
+
+
+def prefix_lm_pair(
+    tokens: torch.Tensor, generator: torch.Generator | None = None, split: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prefix language modelling for an encoder–decoder: input ``tokens[:split]``, target ``tokens[split:]``.
+
+    T5 (Sections 3.2.3 and 3.3.1) takes a span of text and splits it at a random point into a prefix and a target:
+    ``split`` is drawn uniformly from ``1 … T-1`` unless given, so both parts are non-empty and ``torch.cat(pair)``
+    is the original sequence.
+    """
+    _check_ids(tokens, (1,))
+    if len(tokens) < 2:
+        raise ValueError("a prefix LM pair needs at least 2 tokens")
+    if split is None:
+        split = 1 + int(torch.randint(len(tokens) - 1, (), generator=generator))
+    if not 1 <= split <= len(tokens) - 1:
+        raise ValueError(f"split must be in [1, {len(tokens) - 1}] so both parts are non-empty, got {split}")
+    return tokens[:split], tokens[split:]
+
+
+T5_OBJECTIVES = ("bert_style", "iid_replace_spans", "prefix_lm", "deshuffling")
+"""The objectives of T5's Table 4 that :func:`objective_pair` builds (plus the i.i.d. replace-spans variant)."""
+
+
+def objective_pair(
+    tokens: torch.Tensor,
+    objective: str,
+    mask_id: int,
+    vocab_size: int,
+    sentinel_ids: Sequence[int] = (),
+    corruption_rate: float = 0.15,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(encoder input, decoder target)`` pair of one of :data:`T5_OBJECTIVES` for a 1-D token sequence.
+
+    For example (the sentence of Raffel et al., 2020, Table 3; which tokens are corrupted is random):
+
+    * ``"bert_style"`` (:func:`bert_style_pair`): ``Thank you <M> <M> me to your party apple week .`` → the
+      original text;
+    * ``"iid_replace_spans"`` (:func:`t5_denoise` with i.i.d. noise): ``Thank you <X> me to your party <Y> week .``
+      → ``<X> for inviting <Y> last``;
+    * ``"prefix_lm"`` (:func:`prefix_lm_pair`): ``Thank you for inviting`` → ``me to your party last week .``;
+    * ``"deshuffling"`` (:func:`deshuffle_pair`): ``party me for your to . last you inviting week Thank`` → the
+      original text.
+
+    The targets differ in what they ask for (the whole text, the missing tokens, the rest of the text), so the
+    objectives' pre-training losses measure different things and cannot be compared with each other: T5 compared
+    them by fine-tuning each pre-trained model on the same downstream tasks
+    (:func:`lmkit.training.objective_comparison.compare_objectives` does that at toy scale).
+    """
+    if objective == "bert_style":
+        ex = bert_style_pair(tokens, mask_id, vocab_size, corruption_rate, generator=generator)
+        return ex.inputs, ex.targets
+    if objective == "iid_replace_spans":
+        ex = t5_denoise(tokens, "replace_spans", corruption_rate, None, sentinel_ids=sentinel_ids or None,
+                        generator=generator)
+        return ex.inputs, ex.targets
+    if objective == "prefix_lm":
+        return prefix_lm_pair(tokens, generator)
+    if objective == "deshuffling":
+        return deshuffle_pair(tokens, generator)
+    raise ValueError(f"objective must be one of {T5_OBJECTIVES}, got {objective!r}")
 
 
 # -------------------------------------------------------------------------------------- scheduled sampling

@@ -21,15 +21,28 @@ import torch
 from lmkit.checks import check_int
 
 
-class KVCache:
-    """A growing per-layer store of keys and values ``(B, H_kv, S, D)``, filled by lmkit's ``Transformer``.
-
-    Create it empty, pass it to every forward call of one generation; each attention layer calls :meth:`update`.
-    """
+class _LayerTensors:
+    """What both caches share: one key and one value tensor ``(B, H_kv, ·, D)`` per layer."""
 
     def __init__(self) -> None:
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select / reorder batch rows in place (beam search keeps the caches of the surviving beams)."""
+        self.keys = [k.index_select(0, index.to(k.device)) for k in self.keys]
+        self.values = [v.index_select(0, index.to(v.device)) for v in self.values]
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the cached tensors (for :class:`StaticKVCache`: all ``max_length`` positions)."""
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+
+
+class KVCache(_LayerTensors):
+    """A growing per-layer store of keys and values ``(B, H_kv, S, D)``, filled by lmkit's ``Transformer``.
+
+    Create it empty, pass it to every forward call of one generation; each attention layer calls :meth:`update`.
+    """
 
     @property
     def length(self) -> int:
@@ -48,11 +61,6 @@ class KVCache:
             raise ValueError(f"layers must be filled in order: got layer {layer} with {len(self.keys)} cached")
         return self.keys[layer], self.values[layer]
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Select / reorder batch rows in place (beam search keeps the caches of the surviving beams)."""
-        self.keys = [k.index_select(0, index.to(k.device)) for k in self.keys]
-        self.values = [v.index_select(0, index.to(v.device)) for v in self.values]
-
     def crop(self, n: int) -> None:
         """Keep only the first ``n`` positions (e.g. to reject draft tokens in speculative decoding)."""
         if not 0 <= n <= self.length:
@@ -60,12 +68,8 @@ class KVCache:
         self.keys = [k[:, :, :n] for k in self.keys]
         self.values = [v[:, :, :n] for v in self.values]
 
-    def memory_bytes(self) -> int:
-        """Bytes held by the cached tensors."""
-        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
 
-
-class StaticKVCache:
+class StaticKVCache(_LayerTensors):
     """Preallocated per-layer key/value buffers ``(B, H_kv, max_length, D)``, filled in place.
 
     >>> cache = StaticKVCache(max_length=16)
@@ -80,9 +84,8 @@ class StaticKVCache:
 
     def __init__(self, max_length: int) -> None:
         check_int("max_length", max_length, minimum=1)
+        super().__init__()  # keys / values: the full buffers (B, H_kv, max_length, D)
         self.max_length = max_length
-        self.keys: list[torch.Tensor] = []  # full buffers (B, H_kv, max_length, D)
-        self.values: list[torch.Tensor] = []
         self.lengths: list[int] = []  # filled positions per layer
 
     @property
@@ -107,17 +110,8 @@ class StaticKVCache:
         self.lengths[layer] = end
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Select / reorder batch rows (beam search keeps the caches of the surviving beams)."""
-        self.keys = [k.index_select(0, index.to(k.device)) for k in self.keys]
-        self.values = [v.index_select(0, index.to(v.device)) for v in self.values]
-
     def crop(self, n: int) -> None:
         """Keep only the first ``n`` positions; the buffers stay allocated and later updates overwrite the rest."""
         if not 0 <= n <= self.length:
             raise ValueError(f"cannot crop a cache of length {self.length} to {n}")
         self.lengths = [n] * len(self.lengths)
-
-    def memory_bytes(self) -> int:
-        """Bytes held by the preallocated buffers (all ``max_length`` positions, filled or not)."""
-        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
