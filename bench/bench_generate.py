@@ -5,8 +5,10 @@ llama.cpp, each as a fraction of the memory-bandwidth roofline.
 
 Every engine runs the same weights (SmolLM2-135M-Instruct's Q4_1 GGUF, dequantized): lmkit's model on its fast path
 (:func:`lmkit.quant.fast_linear.prepare_for_decoding`: fused projections, PyTorch's attention op, a
-:class:`~lmkit.transformer.kv_cache.StaticKVCache`) in float32, bfloat16 and int8 (LLM.int8()'s vector-wise scheme
-on ``torch._int_mm``, with the outlier decomposition at the paper's threshold 6.0, at 3.0, and without it), plus
+:class:`~lmkit.transformer.kv_cache.StaticKVCache`) in float32, bfloat16 (oneDNN's kernel on a prepacked weight)
+and int8 (LLM.int8()'s vector-wise scheme — a decoding step on FBGEMM's prepacked int8 GEMV where it is exact, a
+prefill on ``torch._int_mm`` — with the outlier decomposition at the paper's threshold 6.0, at 3.0, and without
+it), plus
 lmkit's plain float32 model (unfused, growing cache: the overhead the fast path removes);
 HF's ``LlamaForCausalLM`` built from the same float32 weights (:func:`lmkit.loaders.hf.to_hf_llama`), in float32
 and bfloat16; llama.cpp (``llama-cpp-python``) on the Q4_1 GGUF and on a Q8_0 GGUF written by
@@ -47,7 +49,7 @@ import torch
 from lmkit import assets
 from lmkit.loaders.hf import to_hf_llama
 from lmkit.loaders.smollm2 import load_smollm2
-from lmkit.quant.fast_linear import prepare_for_decoding, weight_bytes_per_token
+from lmkit.quant.fast_linear import ONEDNN_PACKING, fbgemm_is_exact, prepare_for_decoding, weight_bytes_per_token
 from lmkit.tokenizers import load_smollm2_tokenizer
 from lmkit.training.evaluation import evaluation_tokens, perplexity
 from lmkit.transformer.kv_cache import KVCache, StaticKVCache
@@ -286,6 +288,8 @@ def main() -> None:
     results = {
         "device": device.type, "torch": torch.__version__, "prompt_tokens": PROMPT_TOKENS, "new_tokens": args.new,
         "prefill_tokens": args.prefill, "rounds": args.rounds,
+        "int8_one_row_kernel": "FBGEMM" if on_cpu and fbgemm_is_exact() else "torch._int_mm",
+        "bf16_prepacked": on_cpu and ONEDNN_PACKING,
         "bandwidth_bytes_per_s": {where[t]: b for t, b in bandwidth.items()},
         "runs": runs, "targets": targets,
     }

@@ -14,7 +14,8 @@ Three engines run the same weights (the book's Q4_1 SmolLM2 file, dequantized; "
   layer a :class:`~lmkit.quant.base.QuantLinear` holding the packed blocks, which dequantizes its weight at every
   call (F32 is the plain float model). NF4 also rounds the (tied) embedding through NF4.
 * **lmkit fast path** — float32, bfloat16 and int8: :func:`lmkit.quant.fast_linear.prepare_for_decoding` on the
-  F32 model (fused projections, PyTorch's attention op; int8 is LLM.int8()'s vector-wise scheme on
+  F32 model (fused projections, PyTorch's attention op; bfloat16 on oneDNN's prepacked weights; int8 is
+  LLM.int8()'s vector-wise scheme, one row at a time on FBGEMM's prepacked int8 GEMV, a prefill on
   ``torch._int_mm``) decoding with a :class:`~lmkit.transformer.kv_cache.StaticKVCache`.
 * **llama.cpp** (``llama-cpp-python``) on each GGUF file itself, multiplying straight from the packed blocks (NF4
   has none). It runs in ``bench_generate``'s worker subprocess, a fresh one per file.
@@ -23,7 +24,9 @@ Per lmkit row, in a fresh subprocess (so its memory is its own):
 
 * ``perplexity`` — the book's standard evaluation (:mod:`lmkit.training.evaluation`: the first 2048 held-out
   tokens of ``split_text(pydoc_text())[1]``, one window) of the very model that is timed;
-* ``weights_MB`` — bytes of the model's parameters and buffers (tied tensors once), MiB;
+* ``weights_MB`` — bytes of the model's parameters and buffers (tied tensors once), MiB; ``prepacked_MB`` (fast
+  paths): the memory held by the kernels' own prepacked copies of the weights (FBGEMM's for int8, oneDNN's for
+  bfloat16), measured as what dropping them frees;
 * ``read_MB`` — bytes of weights one decoding step reads (:func:`~lmkit.quant.fast_linear.weight_bytes_per_token`,
   plus the packed blocks of each ``QuantLinear``); for llama.cpp, every tensor of the file (the head is tied to
   the embedding, so all of it is read);
@@ -204,7 +207,7 @@ def worker(fmt: str, fast: bool, new_tokens: list[int], threads: list[int], repe
     import lmkit.quant.gguf_writer  # noqa: F401
     import lmkit.quant.nf4  # noqa: F401
     from lmkit.quant.base import QuantLinear
-    from lmkit.quant.fast_linear import Int8Linear, weight_bytes_per_token
+    from lmkit.quant.fast_linear import BF16Linear, Int8Linear, weight_bytes_per_token
     from lmkit.training.evaluation import perplexity
 
     torch.manual_seed(0)
@@ -221,6 +224,14 @@ def worker(fmt: str, fast: bool, new_tokens: list[int], threads: list[int], repe
                "weights_MB": round(sum(t.numel() * t.element_size() for t in tensors) / MIB, 1),
                "read_MB": round((weight_bytes_per_token(model) + packed) / MIB, 1),
                "rss_MB": round(rss["total"] - base["total"], 1), "rss_file_MB": round(rss["file"] - base["file"], 1)}
+        prepacked = [m for m in model.modules() if isinstance(m, (Int8Linear, BF16Linear)) and m.packed is not None]
+        if prepacked:  # the kernels' own copies of the weights: measured as the memory that dropping them frees
+            for m in prepacked:
+                m.packed = None
+            release_freed_memory()
+            row["prepacked_MB"] = round(rss["total"] - rss_mb()["total"], 1)
+            for m in prepacked:
+                m.pack()
         int8 = [m for m in model.modules() if isinstance(m, Int8Linear)]
         if int8:
             row["int8_outlier_thresholds"] = sorted({m.threshold for m in int8})
@@ -313,7 +324,8 @@ def render_tables(results: dict) -> dict[str, str]:
         ppl = f"{r['perplexity']:.3f} ({100 * (r['perplexity'] / ref_ppl - 1):+.1f}%)"
         cpp = r.get("llama_cpp")
         cpp_rss = f"{cpp['rss_MB']:.0f} ({cpp['rss_file_MB']:.0f})" if cpp else "—"
-        lines.append(f"| {engine} | {r['format']} | {stored} | {r.get('file_MB', '—')} | {r['weights_MB']} | "
+        weights = f"{r['weights_MB']}" + (f" + {r['prepacked_MB']:.0f} prepacked" if "prepacked_MB" in r else "")
+        lines.append(f"| {engine} | {r['format']} | {stored} | {r.get('file_MB', '—')} | {weights} | "
                      f"{r['read_MB']} | {r['rss_MB']:.0f} ({r['rss_file_MB']:.0f}) | {cpp_rss} | {ppl} | "
                      f"{r.get('perplexity_hf', '—')} | {same_tokens(r)} of {len(ref_tokens)} |")
     tables = {"quality": "\n".join(lines)}

@@ -2,6 +2,7 @@
 
 * ``torch._int_mm`` returns the exact integer product (checked against float64, which holds every int32 sum);
 * :class:`Int8Linear` is LLM.int8()'s vector-wise matmul (no outliers) and its outlier decomposition (threshold);
+  a one-row call on FBGEMM's packed copy returns ``torch._int_mm``'s integers (and follows new codes);
 * fusing q/k/v and gate/up changes nothing, in float32 and (bit for bit) in int8; PyTorch's fused attention op
   gives the eager numbers;
 * on SmolLM2 (slow): perplexity on the book's standard evaluation — bf16 and int8 (threshold 3.0) within 1% of
@@ -11,12 +12,16 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from lmkit.quant import fast_linear
 from lmkit.quant.fast_linear import (
+    BF16Linear,
     Int8Linear,
     fuse_projections,
     int_mm,
@@ -80,6 +85,110 @@ def test_bias_bad_codes_and_bytes():
         Int8Linear(torch.zeros(4, 4, dtype=torch.int8), torch.ones(3))
 
 
+def test_fbgemm_is_used_where_the_cpu_has_vnni():
+    """On an x86 CPU with VNNI (the book's machines) the probe must find FBGEMM exact: a broken probe or a broken
+    one-row call would otherwise only show up as a silent fallback to ``torch._int_mm``."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    if not flags & {"avx512_vnni", "avx_vnni"} or "fbgemm" not in torch.backends.quantized.supported_engines:
+        pytest.skip("FBGEMM's exact VNNI kernel is for x86 CPUs with VNNI")
+    assert fast_linear.fbgemm_is_exact()
+
+
+needs_fbgemm = pytest.mark.skipif(not fast_linear.fbgemm_is_exact(), reason="no exact FBGEMM int8 kernel here")
+
+
+def _rows_on_int_mm(layer: Int8Linear) -> Int8Linear:
+    """The same layer with its FBGEMM copy dropped: every call on ``torch._int_mm``."""
+    other = copy.deepcopy(layer)
+    other.packed = None
+    return other
+
+
+@needs_fbgemm
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_one_row_on_fbgemm_is_the_int_mm_product(threshold):
+    g = torch.Generator().manual_seed(5)
+    w, x = torch.randn(200, 96, generator=g) * 0.05, torch.randn(1, 96, generator=g)
+    x[0, 7] = 20.0  # an outlier dimension (used when threshold > 0)
+    layer = Int8Linear.from_weight(w, threshold=threshold)
+    assert layer.packed is not None
+    qw, cw = quantize_rowwise(w)
+    want = llm_int8_matmul(x, qw, cw, threshold) if threshold else int8_vectorwise_matmul(x, qw, cw)
+    got = layer(x)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got, _rows_on_int_mm(layer)(x), rtol=1e-6, atol=1e-6)
+    # the integers themselves: Q_x Q_wᵀ recovered from FBGEMM's rescaled output
+    if not threshold:
+        qx, cx = quantize_rowwise(x)
+        ints = got.double() / (cx.double() * cw.double().t() / 127**2)
+        assert torch.equal(ints.round(), int8_mm(qx, qw))
+    assert torch.equal(layer(torch.zeros(1, 96)), torch.zeros(1, 200))  # an all-zero row
+    for top in (6.0, 5.5):  # a row whose largest |x| is exactly the threshold (an outlier), and one below it
+        y = x.clamp(-5, 5)
+        y[0, 7] = top
+        want = llm_int8_matmul(y, qw, cw, threshold) if threshold else int8_vectorwise_matmul(y, qw, cw)
+        torch.testing.assert_close(layer(y), want, rtol=1e-6, atol=1e-6)
+
+
+@needs_fbgemm
+def test_one_row_codes_are_quantize_rowwise_codes_for_every_row():
+    """2000 rows of many sizes, one at a time: every integer product is exactly ``_int_mm``'s (a float rounding of
+    ``127 x / c_x`` other than quantize_rowwise's moves a code in about one row in 700)."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(512, 576, generator=g) * 0.05
+    layer, (qw, cw) = Int8Linear.from_weight(w), quantize_rowwise(w)
+    xs = torch.randn(2000, 1, 576, generator=g) * (1 + 10 * torch.rand(2000, 1, 1, generator=g))
+    got = torch.cat([layer(x) for x in xs]).double()  # (2000, 512), each row on FBGEMM
+    qx, cx = quantize_rowwise(xs[:, 0])
+    ints = got / (cx.double() * cw.double().t() / 127**2)
+    assert torch.equal(ints.round(), int8_mm(qx, qw))
+
+
+@needs_fbgemm
+def test_fbgemm_copy_follows_the_codes():
+    g = torch.Generator().manual_seed(6)
+    a, b = (Int8Linear.from_weight(torch.randn(48, 64, generator=g)) for _ in range(2))
+    x = torch.randn(1, 64, generator=g)
+    b.load_state_dict(a.state_dict())  # new codes written in place: the packed copy must be rebuilt
+    assert torch.equal(b(x), a(x))
+    moved = copy.deepcopy(a).to(torch.float32)  # .to() rebuilds it too (off the CPU there is none)
+    assert moved.packed is not None and torch.equal(moved(x), a(x))
+
+
+def test_without_fbgemm_every_call_takes_int_mm(monkeypatch):
+    monkeypatch.setattr(fast_linear, "fbgemm_is_exact", lambda: False)
+    layer = Int8Linear.from_weight(torch.randn(32, 64))
+    assert layer.packed is None
+    qw, cw = quantize_rowwise(layer.dequantized_weight())
+    x = torch.randn(1, 64)
+    torch.testing.assert_close(layer(x), int8_vectorwise_matmul(x, layer.codes, layer.scale[:, None]),
+                               rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_bf16_linear_on_the_packed_weight_is_f_linear_bit_for_bit(bias):
+    g = torch.Generator().manual_seed(7)
+    lin = nn.Linear(576, 960, bias=bias).to(torch.bfloat16)
+    layer = BF16Linear.from_linear(lin)
+    assert layer.weight is lin.weight  # shared, not copied
+    for shape in [(1, 576), (1, 1, 576), (2, 18, 576)]:  # decoding steps; a prefill (F.linear: the packed kernel
+        x = torch.randn(*shape, generator=g).to(torch.bfloat16)  # rounds 36 rows differently on the book's machine)
+        with torch.no_grad():
+            assert torch.equal(layer(x), lin(x))
+        assert layer.packed is None or layer.packed.is_mkldnn  # packed when made (where oneDNN can)
+    y = layer(x)  # with autograd on: plain F.linear, gradients flow
+    assert y.requires_grad and torch.equal(y, lin(x))
+    copied = copy.deepcopy(layer)  # oneDNN's opaque copy is not copied, rebuilt on use
+    assert copied.packed is None and torch.equal(copied(x).detach(), y.detach())
+    with torch.no_grad():
+        layer.weight.mul_(2)
+        layer.load_state_dict(layer.state_dict())  # a load drops the stale packed copy
+        assert torch.equal(layer(x), F.linear(x, lin.weight, lin.bias))
+    with pytest.raises(ValueError, match="bfloat16"):
+        BF16Linear(torch.zeros(4, 4))
+
+
 @pytest.fixture(scope="module")
 def tiny() -> Transformer:
     torch.manual_seed(0)
@@ -114,6 +223,9 @@ def test_fast_paths_convert_every_linear_and_stay_close(tiny):
         assert int8.tok_emb.weight.dtype == torch.float32  # the lookup keeps float rows
         assert (int8(ids).logits - ref).abs().max() < 0.05 * ref.abs().max()
         bf16 = to_bf16(copy.deepcopy(tiny))
+        assert isinstance(bf16.lm_head, BF16Linear) and bf16.lm_head.weight is bf16.tok_emb.weight  # still tied
+        assert not any(type(m) is nn.Linear for m in bf16.modules())
+        assert weight_bytes_per_token(bf16) * 2 == weight_bytes_per_token(tiny)
         torch.testing.assert_close(bf16(ids).logits.float(), ref, rtol=0.05, atol=0.05 * float(ref.abs().max()))
     with pytest.raises(ValueError, match="unknown format"):
         prepare_for_decoding(copy.deepcopy(tiny), "int3")

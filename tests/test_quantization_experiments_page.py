@@ -83,7 +83,11 @@ def test_the_size_and_quality_claims_of_the_page_hold_for_the_run(results):
     assert int8["int8_outlier_thresholds"] == [6.0]  # the paper's threshold, in every layer
     assert int8["perplexity"] > ppl["Q8_0"] and int8["tokens"] == rows["F32"]["tokens"]
     assert int8["weights_MB"] > int8["read_MB"]  # the float embedding for the lookup, an int8 copy for the head
-    assert all(120 < r["rss_MB"] - r["weights_MB"] < 220 for r in results["rows"] + results["fast_rows"])
+    # resident beyond the tensors: the heap's own overhead, and on the fast paths the kernels' prepacked copies
+    assert all(120 < r["rss_MB"] - r["weights_MB"] - r.get("prepacked_MB", 0) < 220
+               for r in results["rows"] + results["fast_rows"])
+    assert fast["bfloat16"]["prepacked_MB"] > 0.9 * fast["bfloat16"]["read_MB"]  # a second copy of every weight
+    assert fast["int8"]["prepacked_MB"] > fast["int8"]["read_MB"]  # FBGEMM's, its rows padded to its blocks
     hf = {f: r["perplexity_hf"] for f, r in rows.items() if "perplexity_hf" in r}
     assert set(hf) == set(rows)  # HF agrees on every file; NF4's double-quant groups follow the row order
     assert all(hf[f] == ppl[f] if f != "NF4" else 0 < abs(hf[f] / ppl[f] - 1) < 0.005 for f in hf), hf
@@ -99,15 +103,19 @@ def test_the_speed_claims_of_the_page_hold_for_the_run(results):
     for t in (f"{t}t" for t in results["meta"]["threads"]):
         assert all(_time(r, t, "16") < _time(r, t, "32") < _time(r, t) for r in timed), t
         # QuantLinear expands its blocks at every call: slower than F32, weights streamed more slowly; Q8_0 loses
-        # least, the formats with nibbles and two-level scales far more (Q6_K: Q8_0 + 30 Q6_K matrices)
+        # least, the formats with nibbles and two-level scales more (Q6_K: Q8_0 + 30 Q6_K matrices), the 4-bit
+        # ones far more
         for f, r in rows.items():
             assert f == "F32" or (_time(r, t) > _time(rows["F32"], t) and _gb_per_s(r, t) < _gb_per_s(rows["F32"], t))
-            assert f in ("F32", "Q8_0") or _time(r, t) > 1.5 * _time(rows["Q8_0"], t), f
+            assert f in ("F32", "Q8_0") or _time(r, t) > (1.15 if f == "Q6_K" else 1.3) * _time(rows["Q8_0"], t), f
         # llama.cpp multiplies from the blocks: every quantized file decodes faster than F32, which streams fastest
         assert all(_rate(r, t) > _rate(cpp["F32"], t) for f, r in cpp.items() if f != "F32"), t
         assert max(timed, key=lambda r: _gb_per_s(r, t)) is cpp["F32"]
         assert max(cpp.values(), key=lambda r: _time(r, t)) is cpp["F32"]
-        assert cpp["Q4_1"]["read_MB"] < cpp["Q4_K"]["read_MB"] and _time(cpp["Q4_1"], t) > _time(cpp["Q4_K"], t)
+        # bits alone do not set llama.cpp's speed: Q4_K (mostly Q5_0) reads fewer bytes than Q8_0 and takes longer;
+        # Q4_0, the simplest 4-bit block, is the fastest
+        assert cpp["Q4_K"]["read_MB"] < cpp["Q8_0"]["read_MB"] and _time(cpp["Q4_K"], t) > _time(cpp["Q8_0"], t)
+        assert min(cpp.values(), key=lambda r: _time(r, t)) is cpp["Q4_0"]
         # int8: faster than float32 though it streams its weights more slowly; slower than Q8_0 at the same bytes
         assert _time(fast["int8"], t) < _time(fast["float32"], t)
         assert _gb_per_s(fast["int8"], t) < _gb_per_s(fast["float32"], t)
@@ -126,7 +134,7 @@ def test_the_ledger_quotes_this_run(results):
     rows = {r["format"]: r for r in results["rows"]}
     fast = {r["format"]: r for r in results["fast_rows"]}
     cpp = {f: _time(r["llama_cpp"], "1t") for f, r in rows.items() if "llama_cpp" in r}
-    expected = [f"{cpp['F32']:.2f} s in F32", f"{cpp['Q4_0']:.2f} s in Q4_0", f"{cpp['Q4_1']:.2f} s",
-                f"{cpp['Q4_K']:.2f} s", f"takes {_time(fast['int8'], '1t') / _time(fast['float32'], '1t'):.2f}×"]
+    expected = [f"{cpp['F32']:.2f} s in F32", f"{cpp['Q4_0']:.2f} s in Q4_0", f"{cpp['Q4_K']:.2f} s",
+                f"{cpp['Q8_0']:.2f} s", f"takes {_time(fast['int8'], '1t') / _time(fast['float32'], '1t'):.2f}×"]
     expected += [f"{f}: {_time(rows[f], '1t') / _time(rows['F32'], '1t'):.1f}×" for f in ("Q8_0", "Q4_0")]
     assert [e for e in expected if e not in answer] == []

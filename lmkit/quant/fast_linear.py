@@ -1,4 +1,4 @@
-"""Fast decoding paths: LLM.int8()'s vector-wise int8 on ``torch._int_mm``, and bfloat16.
+"""Fast decoding paths: LLM.int8()'s vector-wise int8 (``torch._int_mm``, one row on FBGEMM), and bfloat16.
 
 Decoding one token at batch 1 multiplies a ``(1, K)`` activation by every weight matrix once: each weight byte is
 read from memory for two floating-point operations. The step is bound by *bytes moved* (and by per-op overhead on
@@ -8,7 +8,7 @@ reads those bytes directly instead of first expanding them back to float32.
 :class:`Int8Linear` does exactly that with LLM.int8()'s *vector-wise* scheme (:mod:`lmkit.quant.int8_matmul`):
 each output channel of the weight keeps one absmax scale ``c_w`` (rounded to int8 once, at conversion), each
 token of the activation gets its own ``c_x`` (rounded at every call), and the int8 × int8 product accumulates
-exactly in int32 inside ``torch._int_mm``::
+exactly in int32 (inside ``torch._int_mm``, or FBGEMM's kernel for one row)::
 
     Y = (c_x c_wᵀ / 127²) ⊙ (Q_x Q_wᵀ)        Q_x = round(127 X / c_x),  Q_w = round(127 W / c_w)
 
@@ -16,6 +16,19 @@ With ``threshold > 0`` the outlier feature dimensions of ``X`` (any ``|x| ≥ th
 instead, as in the paper (:func:`~lmkit.quant.int8_matmul.llm_int8_matmul` is the reference; this layer returns the
 same numbers up to float32 rounding). That decomposition costs a detection pass and a data-dependent column gather
 at every call — the slowness the notes cite — and ``threshold=0`` turns it off (see :func:`to_int8`).
+
+**The kernel matters as much as the bytes.** ``torch._int_mm`` on a CPU hands the weight to oneDNN in its stored
+layout at every call, and for one activation row (a decoding step) it streams int8 weights at about half the rate
+of FBGEMM — the int8 library behind PyTorch's quantized CPU ops — whose matrix–vector kernel reads a layout made
+once, for its AVX-512 VNNI instructions (chapter 9 times both on one layer). So on a CPU, an :class:`Int8Linear`
+also keeps an FBGEMM copy of its codes (:func:`fbgemm_pack`) and multiplies a single row with it
+(:func:`fbgemm_row`): the *same* integers — lmkit computes the row's LLM.int8() codes, FBGEMM sums their products
+with the weight codes in int32 — checked against ``torch._int_mm`` on extreme codes once per process
+(:func:`fbgemm_is_exact`); where FBGEMM is missing or not exact (a CPU without VNNI may saturate 16-bit pair sums),
+every call takes ``torch._int_mm``. Several rows (a prefill) always take ``torch._int_mm``: one activation scale
+per row is not what FBGEMM's per-tensor input scale can express. The copy costs memory (FBGEMM pads each row to
+its blocks), not bytes read per step. :class:`BF16Linear` does the same for bfloat16 with oneDNN's prepacked
+weights.
 
 :func:`to_int8` and :func:`to_bf16` convert a loaded lmkit model in place — every linear layer including a tied LM
 head (the embedding table keeps its float rows for the lookup). Float32 stays the reference.
@@ -27,8 +40,12 @@ codes costs more time than the bytes it saves; ``bench/bench_generate.py`` measu
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from lmkit.quant.int8_matmul import THRESHOLD, outlier_columns, quantize_rowwise
 from lmkit.transformer.attention import MultiHeadAttention
@@ -56,8 +73,81 @@ def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch._int_mm(a, b.t())  # (M, N) int32; b.t() is a view: the (N, K) rows are read as stored
 
 
+FBGEMM_ZERO_POINT = 128
+"""FBGEMM's activations are unsigned: LLM.int8()'s symmetric codes ``-127..127`` are stored as ``code + 128``."""
+
+
+def fbgemm_pack(codes: torch.Tensor, step: torch.Tensor) -> torch.ScriptObject | None:
+    """FBGEMM's prepacked copy of int8 ``codes`` ``(N, K)`` with per-row scales ``step`` (``c_w / 127``), or None
+    where this PyTorch has no FBGEMM engine or its kernel is not exact here (:func:`fbgemm_is_exact`).
+
+    The pack is a quantized-tensor object of PyTorch's (their creation functions warn that they are deprecated,
+    pytorch#184982; the warning is silenced here, and a PyTorch without them falls back to ``torch._int_mm``).
+    """
+    if codes.device.type != "cpu" or not fbgemm_is_exact():
+        return None
+    return _fbgemm_prepack(codes, step)
+
+
+def _fbgemm_prepack(codes: torch.Tensor, step: torch.Tensor) -> torch.ScriptObject | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            qw = torch._make_per_channel_quantized_tensor(
+                codes, step.double(), torch.zeros(codes.shape[0], dtype=torch.long), 0)
+            engine = torch.backends.quantized.engine
+            torch.backends.quantized.engine = "fbgemm"
+            try:
+                return torch.ops.quantized.linear_prepack(qw, None)
+            finally:
+                torch.backends.quantized.engine = engine
+    except (AttributeError, RuntimeError):  # no FBGEMM in this build, or the API is gone
+        return None
+
+
+def fbgemm_row(x: torch.Tensor, packed: torch.ScriptObject, absmax: torch.Tensor | None = None) -> torch.Tensor:
+    """``(c_x c_w / 127²) · Q_x Q_wᵀ`` for one float row ``x`` ``(1, K)``, on FBGEMM's packed weight (``absmax``:
+    the row's ``c_x`` if the caller has it).
+
+    The codes ``Q_x = round(127 x / c_x)`` (``c_x`` the row's absmax) are computed here exactly as
+    :func:`~lmkit.quant.int8_matmul.quantize_rowwise` computes them, and handed over as integer-valued floats with
+    step 1 (FBGEMM's own rounding of ``x / step`` would differ in rare ties). FBGEMM shifts them to unsigned,
+    multiplies in int32 and applies the weights' steps ``c_w / 127``; the activation's ``c_x / 127`` is applied here.
+    """
+    c = x.abs().amax() if absmax is None else absmax  # c_x
+    cx = float(c)
+    if cx == 0:  # an all-zero row: codes 0 (quantize_rowwise's scale 1)
+        c, cx = c.new_ones(()), 1.0
+    codes = (x * (127.0 / c)).round_()  # (1, K): Q_x, exact integers in float (the same float32 ops)
+    y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(codes, 1.0, FBGEMM_ZERO_POINT, packed)
+    return y.mul_(cx / 127.0)
+
+
+@functools.cache
+def fbgemm_is_exact() -> bool:
+    """Whether FBGEMM's one-row int8 product equals ``torch._int_mm``'s integers on this machine, extremes included.
+
+    Every activation code at ±127 (unsigned 1 or 255) against weight codes ±127: a kernel that adds pairs of
+    ``u8 × s8`` products in 16 bits (AVX2 without VNNI) saturates there. Checked once per process.
+    """
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        return False
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 2, (64, 256), generator=g, dtype=torch.int8) * 2 - 1  # ±1
+    codes = codes * 127
+    x = (torch.randint(0, 2, (1, 256), generator=g) * 2 - 1).float()  # ±1: codes ±127, the largest pair sums
+    x[0, :8] = torch.arange(8) / 7.0  # and a few rounded ones
+    packed = _fbgemm_prepack(codes, torch.ones(64))
+    if packed is None:
+        return False
+    qx, cx = quantize_rowwise(x)
+    want = torch._int_mm(qx, codes.t()).double()
+    got = fbgemm_row(x, packed).double() * (127.0 / float(cx))
+    return bool(torch.equal(got.round(), want) and (got - want).abs().max() < 1e-3 * want.abs().max())
+
+
 class Int8Linear(nn.Module):
-    """A linear layer stored as int8 rows + one float scale per output channel, multiplied on ``torch._int_mm``.
+    """A linear layer stored as int8 rows + one float scale per output channel, multiplied in int8 with int32 sums.
 
     >>> lin = nn.Linear(64, 32, bias=False)
     >>> q = Int8Linear.from_linear(lin)
@@ -67,6 +157,8 @@ class Int8Linear(nn.Module):
 
     ``codes`` ``(N, K)`` int8 and ``scale`` ``(N,)`` (the row absmax ``c_w``) are buffers: the layer holds
     ``N·K + 4N`` bytes instead of ``4·N·K``. ``threshold`` > 0 turns on LLM.int8()'s outlier decomposition.
+    On a CPU, ``packed`` holds FBGEMM's layout of the same codes for one-row calls (see the module docstring;
+    None where FBGEMM is not used); a one-row call reads that copy instead of ``codes``.
     """
 
     def __init__(
@@ -83,9 +175,29 @@ class Int8Linear(nn.Module):
         self.threshold = float(threshold)
         self.register_buffer("codes", codes.contiguous())
         self.register_buffer("scale", scale.reshape(-1).float())  # c_w
-        self.register_buffer("step", self.scale / 127.0, persistent=False)  # c_w / 127: the value of one weight code
-        self.register_buffer("out_scale", self.step / 127.0, persistent=False)  # c_w / 127², used per call
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        self.register_buffer("step", None, persistent=False)  # c_w / 127: the value of one weight code
+        self.register_buffer("out_scale", None, persistent=False)  # c_w / 127², used per call
+        self.derive()
+
+    def derive(self) -> None:
+        """(Re)compute what follows from ``codes`` and ``scale``: the steps and the FBGEMM copy (after a load)."""
+        self.step = self.scale / 127.0
+        self.out_scale = self.step / 127.0
+        self.pack()
+
+    def pack(self) -> None:
+        """(Re)make FBGEMM's copy of the codes (None off the CPU or where FBGEMM is not used)."""
+        self.packed = fbgemm_pack(self.codes, self.step)
+
+    def _apply(self, fn, recurse=True):  # .to(device) / .cuda(): the FBGEMM copy follows the codes (none off the CPU)
+        super()._apply(fn, recurse)
+        self.pack()
+        return self
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # load_state_dict writes new codes and scales in place
+        super()._load_from_state_dict(*args, **kwargs)
+        self.derive()
 
     @classmethod
     def from_weight(cls, w: torch.Tensor, bias: torch.Tensor | None = None, threshold: float = 0.0) -> Int8Linear:
@@ -110,19 +222,28 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
         x2 = x.reshape(-1, self.in_features).float()  # (M, K)
+        one_row = self.packed is not None and x2.shape[0] == 1 and x2.device.type == "cpu"  # a decoding step
+        absmax = x2.abs().amax() if one_row else None  # c_x, which the codes need: below the threshold, no outliers
         outliers = None
-        if self.threshold > 0:
+        if self.threshold > 0 and (absmax is None or float(absmax) >= self.threshold):
             cols = outlier_columns(x2, self.threshold).nonzero().squeeze(1)  # LLM.int8()'s outlier dimensions
             if cols.numel():
                 # X_O Q_O^T in float (the weight's scale c_w / 127 is applied below, with the int8 part's)
-                outliers = x2.index_select(1, cols) @ self.codes.index_select(1, cols).t().float()  # (M, N)
+                # (the codes' columns gathered as rows of the transpose: a contiguous (n_outliers, N) block)
+                outliers = x2.index_select(1, cols) @ self.codes.t().index_select(0, cols).float()  # (M, N)
                 x2 = x2.index_fill(1, cols, 0.0)
-        qx, cx = quantize_rowwise(x2)  # (M, K) int8, (M, 1) = c_x
-        acc = int_mm(qx, self.codes)  # (M, N) int32: the exact int8 x int8 sum
-        if outliers is None:
-            y = acc * (cx * self.out_scale)  # (c_x c_w / 127²) ⊙ (Q_x Q_wᵀ)
+                absmax = None  # the rest's c_x is another
+        if one_row:
+            y = fbgemm_row(x2, self.packed, absmax)  # (1, N) = (c_x c_w / 127²) ⊙ (Q_x Q_wᵀ)
+            if outliers is not None:
+                y = y + outliers * self.step
         else:
-            y = (acc * (cx / 127.0) + outliers) * self.step
+            qx, cx = quantize_rowwise(x2)  # (M, K) int8, (M, 1) = c_x
+            acc = int_mm(qx, self.codes)  # (M, N) int32: the exact int8 x int8 sum
+            if outliers is None:
+                y = acc * (cx * self.out_scale)  # (c_x c_w / 127²) ⊙ (Q_x Q_wᵀ)
+            else:
+                y = (acc * (cx / 127.0) + outliers) * self.step
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
@@ -158,13 +279,84 @@ def to_int8(model: nn.Module, threshold: float = THRESHOLD, head_threshold: floa
     return model
 
 
+ONEDNN_PACKING = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+"""Whether this PyTorch can prepack weights for oneDNN (:class:`BF16Linear` uses ``F.linear`` where not)."""
+
+
+class BF16Linear(nn.Module):
+    """A bfloat16 linear layer whose CPU matmul reads a copy of the weight laid out once for oneDNN's kernel.
+
+    ``F.linear`` in bfloat16 on a CPU runs oneDNN's kernel too, but copies the plain ``(out, in)`` weight into the
+    layout of its inner loop at every call; prepacking it once (``torch.ops.mkldnn._reorder_linear_weight``, what
+    ``torch.compile``'s CPU backend does to frozen weights) gives the same numbers for one row — bit for bit,
+    tests/test_fast_linear.py — 1.4–1.6× faster on the book's machine. Several rows (a prefill) take ``F.linear``:
+    there the packed kernel is no faster and sums in another order. ``weight`` stays the plain parameter (state
+    dict, a tied embedding, other devices, autograd: calls with gradients take ``F.linear``); the packed copy is made
+    with the layer (:meth:`pack`), dropped whenever the weight moves, is loaded or the layer is copied, and made again
+    on the next CPU call. It costs a second copy of the weight in memory, not in the bytes one step reads.
+
+    >>> lin = nn.Linear(64, 32).to(torch.bfloat16)
+    >>> x = torch.randn(3, 64, dtype=torch.bfloat16)
+    >>> with torch.no_grad():
+    ...     bool(torch.equal(BF16Linear.from_linear(lin)(x), lin(x)))
+    True
+    """
+
+    def __init__(self, weight: nn.Parameter, bias: nn.Parameter | None = None) -> None:
+        super().__init__()
+        if weight.dtype != torch.bfloat16 or weight.dim() != 2:
+            raise ValueError(f"weight must be a 2-D bfloat16 (out, in) tensor, got {weight.dtype} "
+                             f"{tuple(weight.shape)}")
+        self.out_features, self.in_features = weight.shape
+        self.weight = weight if isinstance(weight, nn.Parameter) else nn.Parameter(weight, requires_grad=False)
+        self.bias = bias
+        self.packed: torch.Tensor | None = None
+        self.pack()
+
+    def pack(self) -> None:
+        """Make oneDNN's copy of the weight (none off the CPU, or where this PyTorch cannot prepack)."""
+        usable = ONEDNN_PACKING and self.weight.device.type == "cpu"
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), 1) if usable else None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> BF16Linear:
+        """Wrap a bfloat16 ``nn.Linear``'s own parameters (shared, not copied: a tie to an embedding stays)."""
+        return cls(linear.weight, linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
+        one_row = x.numel() == x.shape[-1] and x.device.type == "cpu"  # a decoding step
+        if not one_row or torch.is_grad_enabled() or not ONEDNN_PACKING:
+            return F.linear(x, self.weight, self.bias)  # (for several rows the packed kernel sums in another order)
+        if self.packed is None:
+            self.pack()
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+    def _apply(self, fn, recurse=True):  # .to() / .cuda(): the packed copy would be stale
+        self.packed = None
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self.packed = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self) -> dict:  # copy.deepcopy / pickle: oneDNN's opaque tensor has no storage to copy
+        return {**self.__dict__, "packed": None}
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
 @torch.no_grad()
 def to_bf16(model: nn.Module) -> nn.Module:
-    """Cast ``model`` to bfloat16 in place (weights, embeddings, norms); return it.
+    """Cast ``model`` to bfloat16 in place (weights, embeddings, norms) and make every ``nn.Linear`` a
+    :class:`BF16Linear` (same parameters); return it.
 
     lmkit's norms and softmax compute in float32 internally, so only the storage and the matmuls are bfloat16.
     """
-    return model.to(torch.bfloat16)
+    model.to(torch.bfloat16)
+    for parent, child, linear in _linears(model):
+        setattr(parent, child, BF16Linear.from_linear(linear))
+    return model
 
 
 FORMATS = ("float32", "bfloat16", "int8")
@@ -224,6 +416,7 @@ def weight_bytes_per_token(model: nn.Module) -> int:
 
 
 __all__ = [
-    "CUDA_MIN_ROWS", "FORMATS", "Int8Linear", "fuse_projections", "int_mm", "prepare_for_decoding", "to_bf16",
-    "to_int8", "weight_bytes_per_token",
+    "BF16Linear", "CUDA_MIN_ROWS", "FBGEMM_ZERO_POINT", "FORMATS", "Int8Linear", "ONEDNN_PACKING", "fbgemm_is_exact",
+    "fbgemm_pack", "fbgemm_row", "fuse_projections", "int_mm", "prepare_for_decoding", "to_bf16", "to_int8",
+    "weight_bytes_per_token",
 ]
