@@ -160,7 +160,6 @@ def test_without_fbgemm_every_call_takes_int_mm(monkeypatch):
     monkeypatch.setattr(fast_linear, "fbgemm_is_exact", lambda: False)
     layer = Int8Linear.from_weight(torch.randn(32, 64))
     assert layer.packed is None
-    qw, cw = quantize_rowwise(layer.dequantized_weight())
     x = torch.randn(1, 64)
     torch.testing.assert_close(layer(x), int8_vectorwise_matmul(x, layer.codes, layer.scale[:, None]),
                                rtol=1e-6, atol=1e-6)
