@@ -33,7 +33,7 @@ _vendor/mathjax/tex-chtml.js:
 	tmp=$$(mktemp -d) && (cd $$tmp && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && tar xzf mathjax-*.tgz) \
 	  && cp -r $$tmp/package/es5/. _vendor/mathjax/ && rm -rf $$tmp
 
-# Alpine.js, served from the site, shows the precomputed state that a control selects (lmkit/controls.py).
+# Alpine.js, served from the site, shows the precomputed state that a control selects (lmkit/book/controls.py).
 _vendor/alpine/cdn.min.js:
 	rm -rf _vendor/alpine && mkdir -p _vendor/alpine
 	tmp=$$(mktemp -d) && (cd $$tmp && npm pack --silent alpinejs@$(ALPINE_VERSION) >/dev/null && tar xzf alpinejs-*.tgz) \

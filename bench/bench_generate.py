@@ -58,7 +58,7 @@ RESULTS = Path(__file__).parent / "results" / "generate.json"
 PROMPT_TOKENS = 29
 INT8_VARIANTS = {  # format name -> LLM.int8()'s outlier threshold in every layer
     "int8": 6.0,  # the paper's threshold
-    "int8-t3": 3.0,  # the threshold that keeps SmolLM2's perplexity within 1% (tests/test_fast_linear.py)
+    "int8-t3": 3.0,  # the threshold that keeps SmolLM2's perplexity within 1% (tests/core/test_fast_linear.py)
     "int8-vectorwise": 0.0,  # no outlier decomposition: vector-wise int8 alone
 }
 

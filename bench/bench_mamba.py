@@ -7,7 +7,8 @@
    forward, no gradient): best-of-3 time and peak tensor bytes of lmkit's Mamba mixer (chunked scan) and of lmkit's
    causal multi-head attention (eager, the ``(H, L, L)`` scores materialised). Reported with their ratios, measured
    in the same run.
-2. **Selective copying** (:mod:`lmkit.ssm.tasks`: 32 tokens of context holding 4 data tokens from 8 symbols, then 4
+2. **Selective copying** (:mod:`lmkit.book.experiments.selective_copying`:
+   32 tokens of context holding 4 data tokens from 8 symbols, then 4
    go tokens): a 2-layer Mamba, the same Mamba with the selection switched off (``selective=False``: Δ, B, C
    learned but the same for every token — the S4-like ablation of the paper's Table 1), and a 2-layer lmkit
    Transformer (RoPE, SwiGLU) of about the same size, each trained for the same number of steps (batch 16, AdamW
@@ -27,9 +28,9 @@ from pathlib import Path
 
 import torch
 
+from lmkit.book.experiments.selective_copying import selective_copying_batch, selective_copying_vocab, train_briefly
 from lmkit.ssm.compare import mixer_costs
 from lmkit.ssm.mamba import MambaConfig, MambaLM
-from lmkit.ssm.tasks import selective_copying_batch, selective_copying_vocab, train_briefly
 from lmkit.transformer.model import Transformer, TransformerConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,8 @@
     python bench/bench_rag.py [--threads 1] [--new 16] [--k 3] [--sizes 32 64 128 256] [--part all]
 
 Retrieval (all-MiniLM-L6-v2 through lmkit's loader, exact cosine top-k): recall@1/3/5/10 of the book's question set
-(:data:`lmkit.retrieval.QUESTIONS`) for each chunk size (words, overlap = size / 8) over the chapter's corpus (the 53
+(:data:`lmkit.book.experiments.rag_questions.QUESTIONS`)
+for each chunk size (words, overlap = size / 8) over the chapter's corpus (the 53
 help() topics under 4,000 characters), and at 128 words over all 79 topics (more distractors, and the long topics
 that repeat the short ones). Answering (SmolLM2-135M-Instruct, lmkit's float32 model, greedy, at most ``--new``
 tokens): each question with no context (closed book), with the top ``--k`` retrieved chunks (128 words), and with the
@@ -22,11 +23,11 @@ from pathlib import Path
 
 import torch
 
+from lmkit.book.experiments.rag_questions import QUESTIONS
 from lmkit.data import pydoc_topics
 from lmkit.loaders.minilm import load_minilm
 from lmkit.loaders.smollm2 import load_smollm2
 from lmkit.retrieval import (
-    QUESTIONS,
     Retriever,
     answer,
     chunk_documents,

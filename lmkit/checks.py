@@ -90,3 +90,33 @@ def check_number(
     ):
         raise ValueError(f"{name} must be {rule}, got {value!r}")
     return float(value)
+
+
+def check_bits(value: Any, minimum: int = 2, maximum: int = 8, name: str = "bits") -> int:
+    """``value`` if it is a bit width the integer quantizers can take (an ``int`` in ``minimum..maximum``, 2..8 unless
+    said), else a ``ValueError``: ``bits must be an integer in 2..8, got 9``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be an integer in {minimum}..{maximum}, got {value!r}")
+    return value
+
+
+def check_token_ids(name: str, ids: Any, vocab_size: int | None = None, ndim: int | None = 2) -> Any:
+    """``ids`` if it is an integer ``torch.Tensor`` of ``ndim`` dimensions (``(batch, length)`` unless said; any when
+    ``None``) whose values lie in ``[0, vocab_size)`` when ``vocab_size`` is given; else a ``TypeError`` (not an integer
+    tensor) or a ``ValueError`` naming the shape, or the smallest and largest id against the vocabulary.
+
+    A negative id would silently index an embedding table from its end, and an id past it fails deep inside
+    ``F.embedding`` with an index error that names neither the argument nor the vocabulary: hence the range check.
+    """
+    import torch
+
+    if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int32, torch.int64, torch.int16, torch.uint8):
+        kind = ids.dtype if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise TypeError(f"{name} must be an integer torch.Tensor of token ids, got {kind}")
+    if ndim is not None and ids.ndim != ndim:
+        want = "(batch, length)" if ndim == 2 else f"{ndim}-D"
+        raise ValueError(f"{name} must be a {want} tensor of token ids, got shape {tuple(ids.shape)}")
+    if vocab_size is not None and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        raise ValueError(f"{name} must hold ids in [0, {vocab_size}) (the vocabulary), got ids from {int(ids.min())} "
+                         f"to {int(ids.max())}")
+    return ids

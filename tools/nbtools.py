@@ -38,7 +38,8 @@ def install_cell_source() -> str:
 
 
 SETUP_CELL = (
-    "from lmkit.utils import interact, pick_device, seed_everything, show_source\n"
+    "from lmkit.book import interact, show_source\n"
+    "from lmkit.utils import pick_device, seed_everything\n"
     "\n"
     "seed_everything(0)\n"
     "device = pick_device()\n"

@@ -12,7 +12,7 @@ per claim, definition and open question of those notes::
 
 From it come (one source of truth) the correction and clarification boxes of the chapters (:func:`render_box`,
 written into the notebooks by ``python tools/nbtools.py boxes``) and the page "What the notes say, checked"
-(:func:`render_page`, ``python tools/nbtools.py page``). ``tests/test_notes_claims.py`` checks every quote against
+(:func:`render_page`, ``python tools/nbtools.py page``). ``tests/book/test_notes_claims.py`` checks every quote against
 the notes, every ``where`` against the chapters, and every box and the page against the ledger.
 
 A quote's section is found, not typed: it is the heading of the notes above the quote (``#`` lines; in the paper

@@ -289,7 +289,7 @@ class BF16Linear(nn.Module):
     ``F.linear`` in bfloat16 on a CPU runs oneDNN's kernel too, but copies the plain ``(out, in)`` weight into the
     layout of its inner loop at every call; prepacking it once (``torch.ops.mkldnn._reorder_linear_weight``, what
     ``torch.compile``'s CPU backend does to frozen weights) gives the same numbers for one row — bit for bit,
-    tests/test_fast_linear.py — 1.4–1.6× faster on the book's machine. Several rows (a prefill) take ``F.linear``:
+    tests/core/test_fast_linear.py — 1.4–1.6× faster on the book's machine. Several rows (a prefill) take ``F.linear``:
     there the packed kernel is no faster and sums in another order. ``weight`` stays the plain parameter (state
     dict, a tied embedding, other devices, autograd: calls with gradients take ``F.linear``); the packed copy is made
     with the layer (:meth:`pack`), dropped whenever the weight moves, is loaded or the layer is copied, and made again

@@ -6,7 +6,8 @@
   (log-depth) scan, and a chunked scan in log space; and the selective scan ``y = SSM(Δ, A, B, C)(u)`` built on it;
 * :mod:`~lmkit.ssm.mamba` — the Mamba block (Gu & Dao, 2023), residual RMSNorm blocks, a Mamba language model with
   a recurrent cache (conv state + SSM state) that obeys lmkit's decoding contract, and loading HF weights;
-* :mod:`~lmkit.ssm.compare` — measured time and memory of a Mamba layer against attention, and cache sizes;
-* :mod:`~lmkit.ssm.tasks` — selective copying, the synthetic task that needs content-based memory, and a short
-  training loop to compare models on it.
+* :mod:`~lmkit.ssm.compare` — measured time and memory of a Mamba layer against attention, and cache sizes.
+
+The chapter's experiment (selective copying, trained briefly) is the book's:
+:mod:`lmkit.book.experiments.selective_copying`.
 """

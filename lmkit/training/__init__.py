@@ -1,7 +1,6 @@
 """Training (the book's part on objectives, the training recipe and fine-tuning).
 
 * :mod:`~lmkit.training.objectives` — BERT masking, T5 span corruption, next-token loss, scheduled sampling;
-* :mod:`~lmkit.training.objective_comparison` — T5's comparison of objectives (fine-tuned downstream), at toy scale;
 * :mod:`~lmkit.training.recipe` — AdamW, warm-up + cosine schedule, gradient clipping, a Trainer with checkpoints;
 * :mod:`~lmkit.training.evaluation` — perplexity, and the book's one standard evaluation slice;
 * :mod:`~lmkit.training.finetune` — GPT-1 and BERT classification heads, gradual unfreezing;

@@ -36,22 +36,6 @@ def _final_states(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: 
     return states  # (B, T, C)
 
 
-def pad_batch(
-    sequences: Sequence[Sequence[int]], pad_id: int = 0, left: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad token-id lists into ``(ids, attention_mask)``, both (B, T_max); right padding unless ``left``."""
-    if not sequences or any(len(s) == 0 for s in sequences):
-        raise ValueError("need a non-empty list of non-empty sequences")
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(sequences), width, dtype=torch.bool)
-    for i, s in enumerate(sequences):
-        span = slice(width - len(s), width) if left else slice(0, len(s))
-        ids[i, span] = torch.tensor(list(s), dtype=torch.long)
-        mask[i, span] = True
-    return ids, mask
-
-
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Index of the last real token of each row, for left *or* right padding. (B, T) bool -> (B,) long."""
     if attention_mask.dim() != 2:

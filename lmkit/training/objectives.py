@@ -381,7 +381,7 @@ def objective_pair(
     The targets differ in what they ask for (the whole text, the missing tokens, the rest of the text), so the
     objectives' pre-training losses measure different things and cannot be compared with each other: T5 compared
     them by fine-tuning each pre-trained model on the same downstream tasks
-    (:func:`lmkit.training.objective_comparison.compare_objectives` does that at toy scale).
+    (:func:`lmkit.book.experiments.objective_comparison.compare_objectives` does that at toy scale).
     """
     if objective == "bert_style":
         ex = bert_style_pair(tokens, mask_id, vocab_size, corruption_rate, generator=generator)
