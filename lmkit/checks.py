@@ -66,6 +66,19 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
     return value
 
 
+def _interval(minimum: float | None, maximum: float | None, above: float | None, below: float | None) -> str:
+    """The rule's bounds in words: `` in [0, 1)`` with a bound on each side, else `` > 0``, `` <= 8`` ..."""
+    low = f"[{minimum}" if minimum is not None else None if above is None else f"({above}"
+    high = f"{maximum}]" if maximum is not None else None if below is None else f"{below})"
+    if low and high:
+        return f" in {low}, {high}"
+    if low:
+        return f" >= {minimum}" if minimum is not None else f" > {above}"
+    if high:
+        return f" <= {maximum}" if maximum is not None else f" < {below}"
+    return ""
+
+
 def check_number(
     name: str,
     value: Any,
@@ -73,13 +86,15 @@ def check_number(
     minimum: float | None = None,
     maximum: float | None = None,
     above: float | None = None,
+    below: float | None = None,
     finite: bool = True,
 ) -> float:
     """``float(value)`` if it is a real number (``int`` or ``float``, not a ``bool``) that is finite (unless
-    ``finite=False``), ``>= minimum``, ``<= maximum`` and ``> above``; else a ``ValueError``."""
-    rule = ("a finite number" if finite else "a number") + _bounds(minimum, maximum)
-    if above is not None:
-        rule += f" > {above}"
+    ``finite=False``), ``>= minimum`` or ``> above``, and ``<= maximum`` or ``< below``; else a ``ValueError``
+    (``dropout must be a finite number in [0.0, 1.0), got 1.0``). Give at most one bound on each side."""
+    if (minimum is not None and above is not None) or (maximum is not None and below is not None):
+        raise TypeError("check_number takes one lower bound (minimum or above) and one upper (maximum or below)")
+    rule = ("a finite number" if finite else "a number") + _interval(minimum, maximum, above, below)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ValueError(f"{name} must be {rule}, got {value!r}")
     if (
@@ -87,6 +102,7 @@ def check_number(
         or (minimum is not None and value < minimum)
         or (maximum is not None and value > maximum)
         or (above is not None and value <= above)
+        or (below is not None and value >= below)
     ):
         raise ValueError(f"{name} must be {rule}, got {value!r}")
     return float(value)
@@ -101,16 +117,17 @@ def check_bits(value: Any, minimum: int = 2, maximum: int = 8, name: str = "bits
 
 
 def check_token_ids(name: str, ids: Any, vocab_size: int | None = None, ndim: int | None = 2) -> Any:
-    """``ids`` if it is an integer ``torch.Tensor`` of ``ndim`` dimensions (``(batch, length)`` unless said; any when
-    ``None``) whose values lie in ``[0, vocab_size)`` when ``vocab_size`` is given; else a ``TypeError`` (not an integer
-    tensor) or a ``ValueError`` naming the shape, or the smallest and largest id against the vocabulary.
+    """``ids`` if it is an int32 or int64 ``torch.Tensor`` (what ``F.embedding`` takes) of ``ndim`` dimensions
+    (``(batch, length)`` unless said; any when ``None``) whose values lie in ``[0, vocab_size)`` when ``vocab_size`` is
+    given; else a ``TypeError`` (not such a tensor) or a ``ValueError`` naming the shape, or the smallest and largest
+    id against the vocabulary.
 
     A negative id would silently index an embedding table from its end, and an id past it fails deep inside
     ``F.embedding`` with an index error that names neither the argument nor the vocabulary: hence the range check.
     """
     import torch
 
-    if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int32, torch.int64, torch.int16, torch.uint8):
+    if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int32, torch.int64):
         kind = ids.dtype if isinstance(ids, torch.Tensor) else type(ids).__name__
         raise TypeError(f"{name} must be an integer torch.Tensor of token ids, got {kind}")
     if ndim is not None and ids.ndim != ndim:

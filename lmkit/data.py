@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from lmkit.checks import check_number
+
 
 def pydoc_topics(max_chars: int | None = None) -> dict[str, str]:
     """The ``pydoc_data.topics`` entries as name -> text (stripped), in sorted key order.
@@ -28,8 +30,7 @@ def split_text(text: str, held_out_fraction: float = 0.1) -> tuple[str, str]:
 
     The evaluation part is the *end* of the text, so the two never overlap.
     """
-    if not 0.0 < held_out_fraction < 1.0:
-        raise ValueError(f"held_out_fraction must be in (0, 1), got {held_out_fraction}")
+    check_number("held_out_fraction", held_out_fraction, above=0.0, below=1.0)
     cut = text.rfind("\n\n", 0, int(len(text) * (1.0 - held_out_fraction)))
     if cut <= 0:
         raise ValueError("text has no paragraph boundary to split at")

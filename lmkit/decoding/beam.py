@@ -34,11 +34,10 @@ from typing import Any
 
 import torch
 
-from lmkit.checks import check_int
 from lmkit.decoding.config import GenerationConfig
-from lmkit.decoding.processors import Processor, build_processors
-from lmkit.decoding.step import check_fits_model, check_prompt, check_scores, default_cache, next_token_logits
-from lmkit.decoding.stopping import eos_tensor, stopping_criteria
+from lmkit.decoding.processors import Processor
+from lmkit.decoding.step import DecodingSetup, check_scores, next_token_logits, prepare_decoding
+from lmkit.utils import pad_batch
 
 
 @dataclass
@@ -66,6 +65,60 @@ class BeamSearchOutput:
     sequences: torch.Tensor
     sequences_scores: torch.Tensor
     history: list[list[BeamStep]] = field(default_factory=list)
+
+
+def length_normalised(sum_logprobs: torch.Tensor, length: int, length_penalty: float) -> torch.Tensor:
+    r"""$\text{sum\_logprobs} / L^{\alpha}$ with $L$ = ``length`` generated tokens and $\alpha$ = ``length_penalty``,
+    elementwise, in the dtype of ``sum_logprobs`` (float32 in the search, like HF's, so ties break the same way)."""
+    return sum_logprobs / length**length_penalty
+
+
+class BeamHypotheses:
+    """The finished hypotheses of one prompt: the ``num_beams`` best by length-normalised score, best first.
+
+    >>> hyps = BeamHypotheses(num_beams=2, length_penalty=1.0, early_stopping=False, max_new_tokens=10)
+    >>> hyps.add([5, 2], -2.0); hyps.add([5, 3, 2], -1.5); hyps.add([4, 2], -3.0)  # the last one is dropped
+    >>> [score for score, _ in hyps.best], hyps.worst_score
+    ([-1.5, -2.0], -2.0)
+    >>> hyps.is_done(torch.tensor(-7.0), 3)  # best running sum -7 over 3 tokens: -2.33 cannot beat -2.0
+    True
+
+    :meth:`is_done` says whether the search for this prompt is over (``early_stopping`` as HF defines it, see the
+    module docstring); the loop offers no more candidates to a prompt whose search is over.
+    """
+
+    def __init__(self, num_beams: int, length_penalty: float, early_stopping: bool | str, max_new_tokens: int):
+        self.num_beams, self.length_penalty = num_beams, length_penalty
+        self.early_stopping, self.max_new_tokens = early_stopping, max_new_tokens
+        self.best: list[tuple[float, list[int]]] = []  # (normalised score, token ids), best first
+        self.done = False
+
+    def __len__(self) -> int:
+        return len(self.best)
+
+    @property
+    def worst_score(self) -> float:
+        """The score a new hypothesis must beat once ``num_beams`` are kept (-inf before)."""
+        return self.best[-1][0] if len(self.best) == self.num_beams else -math.inf
+
+    def add(self, tokens: list[int], score: float) -> None:
+        """Offer a finished hypothesis with its length-normalised ``score``; keep it if it is among the best."""
+        if len(self.best) < self.num_beams or score > self.worst_score:
+            self.best.append((score, tokens))
+            self.best.sort(key=lambda hyp: -hyp[0])  # stable: an earlier hypothesis wins a tie
+            del self.best[self.num_beams :]
+
+    def is_done(self, best_running: torch.Tensor, length: int) -> bool:
+        """Is the search for this prompt over? ``best_running`` is the best running beam's sum of log-probabilities
+        (a float32 scalar tensor), ``length`` its number of generated tokens. Over when ``early_stopping=True`` and
+        ``num_beams`` hypotheses are kept, or when the best running beam cannot beat the worst kept one (always the
+        case once no beam is running: a score of -inf). Once over, it stays over."""
+        if self.early_stopping == "never" and self.length_penalty > 0:
+            length = self.max_new_tokens  # the exact bound: the longest a beam can become
+        best_possible = float(length_normalised(best_running, length, self.length_penalty))
+        full = len(self.best) == self.num_beams
+        self.done = self.done or (full and self.early_stopping is True) or not best_possible > self.worst_score
+        return self.done
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -97,107 +150,92 @@ def beam_search(
     ``num_beams`` defaults to 4. The processors act on log-probabilities (as in HF). With ``do_sample=True`` the
     ``2 × num_beams`` candidates are drawn without replacement from ``softmax`` of the accumulated scores instead of
     taken as the top ones (HF's beam sampling), after temperature / top-k / top-p, which then keep at least
-    ``#EOS + 1`` tokens (2 without an EOS), so a beam can always continue.
+    ``#EOS + 1`` tokens (2 without an EOS), so a beam can always continue. Shorter hypotheses are right-padded with
+    the pad id (``pad_token_id``, else the first EOS id: :func:`~lmkit.decoding.step.prepare_decoding`).
     """
     if config is None:
         settings.setdefault("num_beams", 4)
-    c = GenerationConfig.resolve(config, max_new_tokens=max_new_tokens, **settings)
-    check_int("num_return_sequences", c.num_return_sequences, minimum=1, maximum=c.num_beams)
-    input_ids, mask = check_prompt(input_ids, attention_mask)
-    check_fits_model(model, input_ids, c)
-    B, T = input_ids.shape
-    K = c.num_beams
-    eos = eos_tensor(c.eos_token_id)
-    n_candidates = max(2, 1 + (0 if eos is None else eos.numel())) * K
-    max_length = T + c.max_new_tokens
-    min_keep = 2 if eos is None else eos.numel() + 1
-    processors = build_processors(c, T, min_tokens_to_keep=min_keep, extra=logits_processors)
-    stop = stopping_criteria(c.eos_token_id, c.stop_strings, decode, T, max_length)
-    fill = c.pad_token_id if c.pad_token_id is not None else (int(eos[0]) if eos is not None else -1)
-    cache = default_cache() if cache is None else cache
-    device = input_ids.device
+    setup = prepare_decoding(
+        model, input_ids, config, {"max_new_tokens": max_new_tokens, **settings}, attention_mask=attention_mask,
+        decode=decode, logits_processors=logits_processors, cache=cache, beam=True,
+    )  # fmt: skip
+    return beam_loop(model, setup, generator, record_history)
 
+
+def beam_loop(
+    model: Any, setup: DecodingSetup, generator: torch.Generator | None = None, record_history: bool = False
+) -> BeamSearchOutput:
+    """The beam search loop on a prepared call (:func:`~lmkit.decoding.step.prepare_decoding` with ``beam``)."""
+    c, (B, T), K = setup.config, setup.input_ids.shape, setup.config.num_beams
+    device = setup.input_ids.device
     # Running beams: (B, K, L) tokens, (B, K) summed log-probs. Only beam 0 is live at first (the K copies of the
     # prompt are identical, and we do not want K copies of the same continuation).
-    running = input_ids[:, None, :].expand(B, K, T)
+    running = setup.input_ids[:, None, :].expand(B, K, T)
     running_scores = torch.zeros(B, K, device=device)
     running_scores[:, 1:] = -1e9
-    flat_mask = mask.repeat_interleave(K, dim=0)  # (B*K, S)
+    flat_mask = setup.mask.repeat_interleave(K, dim=0)  # (B*K, S)
     prompt_pad = ~flat_mask  # (B*K, T) shown to processors as -1
-    # Finished hypotheses: (B, K, max_length) tokens, normalised scores, whether the slot is filled, lengths.
-    done_seqs = torch.full((B, K, max_length), fill, dtype=torch.long, device=device)
-    done_scores = torch.full((B, K), -math.inf, device=device)
-    done_filled = torch.zeros(B, K, dtype=torch.bool, device=device)
-    done_lengths = torch.zeros(B, K, dtype=torch.long, device=device)
-    improvable = torch.ones(B, dtype=torch.bool, device=device)
-    is_top = torch.arange(n_candidates, device=device) < K  # only the top K candidates may finish
+    hyps = [BeamHypotheses(K, c.length_penalty, c.early_stopping, c.max_new_tokens) for _ in range(B)]
     history: list[list[BeamStep]] = []
-
     new_tokens = running.reshape(B * K, T)
-    cur_len = T
     for step in range(c.max_new_tokens):
-        logits = next_token_logits(model, new_tokens, flat_mask, cache)  # (B*K, V)
-        V = logits.shape[-1]
-        seen = running.reshape(B * K, cur_len).clone()
+        logits = next_token_logits(model, new_tokens, flat_mask, setup.cache)  # (B*K, V)
+        seen = running.reshape(B * K, -1).clone()
         seen[:, :T][prompt_pad] = -1
-        log_probs = processors(seen, logits.log_softmax(dim=-1))  # (B*K, V)
+        log_probs = setup.processors(seen, logits.log_softmax(dim=-1))  # (B*K, V)
         check_scores(log_probs, step)
-        total = (log_probs.view(B, K, V) + running_scores[..., None]).view(B, K * V)
-        if c.do_sample:
-            picked = torch.multinomial(total.softmax(dim=-1), n_candidates, generator=generator)  # (B, C)
-            cand_scores = total.gather(1, picked)
-        else:
-            cand_scores, picked = torch.topk(total, n_candidates, dim=-1)  # (B, C) best first
-        parents, tokens = picked // V, picked % V
+        cand_scores, parents, tokens = _candidates(log_probs.view(B, K, -1), running_scores, setup, generator)
         cand_seqs = torch.cat([_gather(running, parents), tokens[..., None]], dim=-1)  # (B, C, L+1)
-        hits = stop(cand_seqs.reshape(B * n_candidates, -1)).view(B, n_candidates)  # (B, C)
+        hits = setup.stop(cand_seqs.flatten(0, 1)).view(B, -1)  # (B, C)
 
         # next running beams: the best K candidates that did not stop
-        keep = torch.topk(torch.where(hits, -math.inf, cand_scores), K, dim=-1).indices  # (B, K)
-        running = _gather(cand_seqs, keep)
-        running_scores = _gather(torch.where(hits, -math.inf, cand_scores), keep)
-        beam_rows = (_gather(parents, keep) + torch.arange(B, device=device)[:, None] * K).flatten()
+        alive = torch.where(hits, -math.inf, cand_scores)
+        keep = torch.topk(alive, K, dim=-1).indices  # (B, K)
+        running, running_scores = _gather(cand_seqs, keep), _gather(alive, keep)
+        setup.cache.reorder((_gather(parents, keep) + torch.arange(B, device=device)[:, None] * K).flatten())
 
-        # finished hypotheses: stopped candidates among the top K, unless the search for this prompt is closed
-        new_length = cur_len + 1 - T
-        normalised = cand_scores / (new_length**c.length_penalty)
-        closed = (done_filled.all(dim=-1) & (c.early_stopping is True)) | ~improvable  # (B,)
-        enters = hits & is_top & ~closed[:, None]
-        merged_scores = torch.cat([done_scores, torch.where(enters, normalised, -math.inf)], dim=1)
-        best = torch.topk(merged_scores, K, dim=-1).indices  # (B, K)
-        padded = torch.nn.functional.pad(cand_seqs, (0, max_length - cand_seqs.shape[-1]), value=fill)
-        done_seqs = _gather(torch.cat([done_seqs, padded], dim=1), best)
-        done_scores = _gather(merged_scores, best)
-        done_filled = _gather(torch.cat([done_filled, enters], dim=1), best)
-        lengths = torch.full((B, n_candidates), cur_len + 1, dtype=torch.long, device=device)
-        done_lengths = _gather(torch.cat([done_lengths, lengths], dim=1), best)
-
+        # finished hypotheses: stopped candidates among the top K, unless the search for this prompt is over
+        normalised = length_normalised(cand_scores, step + 1, c.length_penalty)  # (B, C)
+        enters = hits.clone()
+        enters[:, K:] = False
+        enters[torch.tensor([h.done for h in hyps], device=device)] = False
+        for b, i in enters.nonzero().tolist():
+            hyps[b].add(cand_seqs[b, i].tolist(), float(normalised[b, i]))
         if record_history:
             history.append(_record(parents, tokens, cand_scores, normalised, enters, keep))
-        cache.reorder(beam_rows)
-        cur_len += 1
         flat_mask = torch.cat([flat_mask, flat_mask.new_ones(B * K, 1)], dim=1)
         new_tokens = running[:, :, -1].reshape(B * K, 1)
-
-        # can a running beam still beat the worst finished hypothesis? (HF's heuristic, see the module docstring)
-        if c.early_stopping == "never" and c.length_penalty > 0:
-            best_length = max_length - T
-        else:
-            best_length = cur_len - T
-        best_possible = running_scores[:, 0] / (best_length**c.length_penalty)
-        worst_done = torch.where(done_filled.all(dim=-1), done_scores.min(dim=-1).values, -math.inf)
-        improvable &= best_possible > worst_done
-        all_done = bool(done_filled.all()) and c.early_stopping is True
-        if not improvable.any() or all_done or bool(hits.all()):
+        if all([h.is_done(running_scores[b, 0], step + 1) for b, h in enumerate(hyps)]) or bool(hits.all()):
             break
+    return _best(hyps, c.num_return_sequences, setup.pad_id, history, device)
 
-    R = c.num_return_sequences
-    out_length = int(done_lengths[:, :R].max())
-    return BeamSearchOutput(
-        sequences=done_seqs[:, :R, :out_length].reshape(B * R, out_length),
-        sequences_scores=done_scores[:, :R].reshape(B * R),
-        history=history,
-    )
+
+def _candidates(
+    log_probs: torch.Tensor, running_scores: torch.Tensor, setup: DecodingSetup, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``C = candidates_per_beam × K`` candidates of each prompt from ``log_probs`` ``(B, K, V)``: their summed
+    scores, parent beams and tokens, each ``(B, C)`` — the best ones (sorted), or drawn without replacement when
+    sampling."""
+    B, K, V = log_probs.shape
+    total = (log_probs + running_scores[..., None]).view(B, K * V)
+    n_candidates = setup.candidates_per_beam * K
+    if setup.config.do_sample:
+        picked = torch.multinomial(total.softmax(dim=-1), n_candidates, generator=generator)  # (B, C)
+        cand_scores = total.gather(1, picked)
+    else:
+        cand_scores, picked = torch.topk(total, n_candidates, dim=-1)  # (B, C) best first
+    return cand_scores, picked // V, picked % V
+
+
+def _best(
+    hyps: list[BeamHypotheses], R: int, pad_id: int | None, history: list[list[BeamStep]], device: torch.device
+) -> BeamSearchOutput:
+    """The ``R`` best hypotheses of each prompt, right-padded with ``pad_id`` to the longest. Without a pad id every
+    hypothesis has the same length (no EOS, no stop string: they all end at the length limit)."""
+    rows = [tokens for h in hyps for _, tokens in h.best[:R]]
+    sequences, _ = pad_batch(rows, pad_id=0 if pad_id is None else pad_id)
+    scores = torch.tensor([score for h in hyps for score, _ in h.best[:R]], device=device)
+    return BeamSearchOutput(sequences=sequences.to(device), sequences_scores=scores, history=history)
 
 
 @dataclass

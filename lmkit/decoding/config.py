@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmkit.checks import check_int, check_number
+from lmkit.decoding.stopping import eos_tensor
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class GenerationConfig:
       (OpenAI, generated tokens only), ``no_repeat_ngram_size``.
     * length: ``max_new_tokens``; ``min_length`` (prompt included) or ``min_new_tokens`` forbid EOS until reached.
     * stopping: ``eos_token_id`` (one id or several), ``stop_strings`` (need a ``decode`` function); finished rows
-      are filled with ``pad_token_id`` (default: the first EOS id).
+      are filled with ``pad_token_id`` (default: the first EOS id; see
+      :func:`~lmkit.decoding.step.prepare_decoding`).
     """
 
     max_new_tokens: int = 20
@@ -63,12 +65,13 @@ class GenerationConfig:
         check_int("num_beams", self.num_beams, minimum=1)
         check_int("num_return_sequences", self.num_return_sequences, minimum=1)
         check_number("length_penalty", self.length_penalty)
+        eos_tensor(self.eos_token_id)  # each id a non-negative int (the vocabulary is checked against the model)
+        if self.pad_token_id is not None:
+            check_int("pad_token_id", self.pad_token_id, minimum=0)
         if not (isinstance(self.early_stopping, bool) or self.early_stopping == "never"):
             raise ValueError(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
-        if self.num_beams > 1 and self.num_return_sequences > self.num_beams:
-            raise ValueError(
-                f"num_return_sequences must be in [1, num_beams={self.num_beams}], got {self.num_return_sequences}"
-            )
+        if self.num_beams > 1:  # beam search returns some of its num_beams hypotheses
+            check_int("num_return_sequences", self.num_return_sequences, minimum=1, maximum=self.num_beams)
         if self.num_beams == 1 and self.num_return_sequences > 1 and not self.do_sample:
             raise ValueError("num_return_sequences > 1 needs do_sample=True or num_beams >= num_return_sequences")
 

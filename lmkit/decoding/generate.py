@@ -18,11 +18,10 @@ from typing import Any
 
 import torch
 
-from lmkit.decoding.beam import beam_search
+from lmkit.decoding.beam import beam_loop
 from lmkit.decoding.config import GenerationConfig
-from lmkit.decoding.processors import Processor, build_processors
-from lmkit.decoding.step import check_fits_model, check_prompt, check_scores, default_cache, next_token_logits
-from lmkit.decoding.stopping import eos_tensor, stopping_criteria
+from lmkit.decoding.processors import Processor
+from lmkit.decoding.step import DecodingSetup, check_scores, next_token_logits, prepare_decoding
 
 
 @torch.no_grad()
@@ -43,53 +42,49 @@ def generate(
 
     The settings are a :class:`~lmkit.decoding.config.GenerationConfig`: pass one as ``config``, or its fields as
     keywords (``do_sample=True, temperature=0.7, ...``), which override ``config``'s. ``num_beams > 1`` runs
-    :func:`~lmkit.decoding.beam.beam_search`. The other arguments are not settings but the call's inputs:
+    beam search (:func:`~lmkit.decoding.beam.beam_search`). The other arguments are not settings but the call's inputs:
 
     * ``attention_mask`` ``(B, T)`` (True on real tokens) for a batch of left-padded prompts;
     * ``decode`` (ids -> text) for ``stop_strings``; ``generator`` for sampling; ``cache`` to reuse a KV cache;
     * ``logits_processors``: extra processors, run after the penalties and before the warpers.
+
+    Finished rows receive the pad id: ``pad_token_id``, else the first EOS id, as in HF (see
+    :func:`~lmkit.decoding.step.prepare_decoding`).
     """
-    c = GenerationConfig.resolve(config, max_new_tokens=max_new_tokens, **settings)
-    input_ids, mask = check_prompt(input_ids, attention_mask)
-    if c.num_beams > 1:
-        return beam_search(
-            model, input_ids, config=c, attention_mask=mask, decode=decode, generator=generator,
-            logits_processors=logits_processors, cache=cache,
-        ).sequences  # fmt: skip
-    check_fits_model(model, input_ids, c)
-    if c.num_return_sequences > 1:
-        input_ids = input_ids.repeat_interleave(c.num_return_sequences, dim=0)
-        mask = mask.repeat_interleave(c.num_return_sequences, dim=0)
+    setup = prepare_decoding(
+        model, input_ids, config, {"max_new_tokens": max_new_tokens, **settings}, attention_mask=attention_mask,
+        decode=decode, logits_processors=logits_processors, cache=cache,
+    )  # fmt: skip
+    if setup.beam:
+        return beam_loop(model, setup, generator).sequences
+    return generate_loop(model, setup, generator)
 
-    prompt_length = input_ids.shape[1]
-    processors = build_processors(c, prompt_length, extra=logits_processors)
-    stop = stopping_criteria(c.eos_token_id, c.stop_strings, decode, prompt_length)
-    eos = eos_tensor(c.eos_token_id)
-    pad = c.pad_token_id if c.pad_token_id is not None else (int(eos[0]) if eos is not None else None)
-    if stop and pad is None:
-        raise ValueError("stop_strings without eos_token_id need a pad_token_id to fill finished rows")
-    cache = default_cache() if cache is None else cache
 
-    sequences = input_ids  # (B, L) what we return
-    seen = input_ids.masked_fill(~mask, -1)  # (B, L) what processors see: padding is -1
-    unfinished = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-    new_tokens = input_ids  # the tokens the model has not seen yet
+def generate_loop(model: Any, setup: DecodingSetup, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The greedy / sampling loop on a prepared call: one token per row and step, until every row is finished or
+    ``max_new_tokens`` is reached. With ``num_return_sequences = R`` each prompt is repeated R times (sampling)."""
+    c, cache = setup.config, setup.cache
+    sequences = setup.input_ids.repeat_interleave(c.num_return_sequences, dim=0)  # (B, L) what we return
+    mask = setup.mask.repeat_interleave(c.num_return_sequences, dim=0)
+    seen = sequences.masked_fill(~mask, -1)  # (B, L) what processors see: padding is -1
+    unfinished = torch.ones(sequences.shape[0], dtype=torch.bool, device=sequences.device)
+    new_tokens = sequences  # the tokens the model has not seen yet
     for step in range(c.max_new_tokens):
         logits = next_token_logits(model, new_tokens, mask, cache)  # (B, V)
-        scores = processors(seen, logits)
+        scores = setup.processors(seen, logits)
         check_scores(scores[unfinished], step)
         if c.do_sample:
             probs = scores.softmax(dim=-1)
             next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
         else:
             next_ids = scores.argmax(dim=-1)
-        if pad is not None:
-            next_ids = torch.where(unfinished, next_ids, pad)
+        if setup.stop:  # a row can finish early (EOS, stop string): from then on it receives the pad id
+            next_ids = torch.where(unfinished, next_ids, setup.pad_id)
         sequences = torch.cat([sequences, next_ids[:, None]], dim=1)
         seen = torch.cat([seen, next_ids[:, None]], dim=1)
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-        if stop:
-            unfinished &= ~stop(sequences)
+        if setup.stop:
+            unfinished &= ~setup.stop(sequences)
             if not unfinished.any():
                 break
         new_tokens = next_ids[:, None]

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-from lmkit.checks import check_int, check_number
+from lmkit.checks import check_int, check_number, check_token_ids
 from lmkit.decoding.config import GenerationConfig
 from lmkit.decoding.stopping import eos_tensor
 
@@ -34,8 +34,7 @@ NEG_INF = float("-inf")
 def _check_inputs(input_ids: torch.Tensor, scores: torch.Tensor) -> None:
     if scores.ndim != 2:
         raise ValueError(f"scores must be (batch, vocab), got shape {tuple(scores.shape)}")
-    if input_ids.ndim != 2:
-        raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
+    check_token_ids("input_ids", input_ids)  # (batch, length); negative ids (padding) are allowed here
     if input_ids.shape[0] != scores.shape[0]:
         raise ValueError(f"input_ids has batch {input_ids.shape[0]} but scores has batch {scores.shape[0]}")
 

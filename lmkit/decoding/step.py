@@ -1,4 +1,4 @@
-"""The pieces every decoding loop shares: checking the prompt, one forward step with the KV cache, checking scores.
+"""The pieces every decoding loop shares: one preparation step, one forward step with the KV cache, checking scores.
 
 The model only has to obey lmkit's forward contract::
 
@@ -7,23 +7,116 @@ The model only has to obey lmkit's forward contract::
 where ``attention_mask`` covers the cached tokens *and* the new ones (``S = cache length + T``) and is ``False`` on
 left padding. Positions count real tokens only (``cumsum(mask) - 1``), so a left-padded prompt gets the same
 positions as the unpadded one — the reason batched generation with padding equals one-by-one generation.
+
+:func:`prepare_decoding` is the one place where a call's settings and inputs are resolved and checked, for
+:func:`~lmkit.decoding.generate.generate` and :func:`~lmkit.decoding.beam.beam_search` alike; the two loops then
+only read the :class:`DecodingSetup` it returns. Every check runs before the model does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from lmkit.checks import check_int, check_token_ids
+from lmkit.decoding.config import GenerationConfig
+from lmkit.decoding.processors import Processor, ProcessorList, build_processors
+from lmkit.decoding.stopping import StoppingCriteria, eos_tensor, stopping_criteria
 from lmkit.transformer.positions import positions_from_mask
 
 
-def check_prompt(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate a ``(B, T)`` prompt and its mask; return ``(input_ids, bool mask)``. Padding must be on the left."""
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"input_ids must be an integer tensor, got {type(input_ids).__name__}")
-    if input_ids.ndim != 2 or input_ids.shape[1] == 0 or input_ids.shape[0] == 0:
-        raise ValueError(f"input_ids must be (batch, length) with length >= 1, got shape {tuple(input_ids.shape)}")
+@dataclass(frozen=True)
+class DecodingSetup:
+    """Everything a decoding loop needs, resolved and checked once by :func:`prepare_decoding`.
+
+    * ``config`` — the resolved :class:`~lmkit.decoding.config.GenerationConfig`;
+    * ``input_ids`` ``(B, T)`` long and ``mask`` ``(B, T)`` bool — the checked prompt (False on left padding);
+    * ``processors`` and ``stop`` — the logits processors and the stopping criteria of the call;
+    * ``eos`` — the EOS id(s) as a 1-D tensor, or None; ``pad_id`` — what finished rows receive (see
+      :func:`prepare_decoding` for the rule), or None when no row can finish early;
+    * ``beam`` — whether this is a beam search; ``candidates_per_beam`` — tokens each row (beam) draws per step:
+      1 for greedy decoding and sampling, ``max(2, 1 + #EOS)`` in beam search, so that one candidate per beam
+      continues even when every EOS id is among its best; the warpers keep at least that many tokens (HF's
+      ``min_tokens_to_keep``);
+    * ``cache`` — the KV cache the model appends to.
+    """
+
+    config: GenerationConfig
+    input_ids: torch.Tensor
+    mask: torch.Tensor
+    processors: ProcessorList
+    stop: StoppingCriteria
+    eos: torch.Tensor | None
+    pad_id: int | None
+    beam: bool
+    candidates_per_beam: int
+    cache: Any
+
+
+def prepare_decoding(
+    model: Any,
+    input_ids: torch.Tensor,
+    config: GenerationConfig | None,
+    settings: dict[str, Any],
+    *,
+    attention_mask: torch.Tensor | None = None,
+    decode: Callable[[list[int]], str] | None = None,
+    logits_processors: Iterable[Processor] = (),
+    cache: Any | None = None,
+    beam: bool = False,
+) -> DecodingSetup:
+    """Resolve ``config`` with ``settings`` (:meth:`GenerationConfig.resolve`), check the prompt against the model,
+    build the processors and stopping criteria: the setup shared by ``generate`` and ``beam_search``. ``beam=True``
+    (what ``beam_search`` passes) makes it a beam search even with ``num_beams=1``.
+
+    **The pad id** (what a finished row receives while others go on) is ``pad_token_id``, else the first EOS id,
+    else None — Hugging Face's rule (``_prepare_special_tokens``), the same for greedy decoding, sampling and beam
+    search, so lmkit and HF agree token for token. Without an EOS id only a stop string can finish a row early, and
+    then a pad id is required (an error otherwise: HF would let the finished row run on in greedy decoding). With no
+    pad id, no row or hypothesis ever ends before the last step, so nothing needs filling. Not copied: two quirks of
+    HF's beam search filler ``pad or eos[0] if eos is not None else -1``, which writes -1 whenever there is no EOS id
+    and turns a pad id of 0 into the first EOS id (the old ``-1`` fallback of lmkit's beam search came from it).
+
+    Example: ``eos_token_id=[7, 9]`` and no ``pad_token_id`` give ``pad_id == 7`` and, in beam search,
+    ``candidates_per_beam == 3`` (even if both EOS ids are among a beam's best, one candidate continues).
+    """
+    c = GenerationConfig.resolve(config, **settings)
+    beam = beam or c.num_beams > 1
+    if beam:
+        check_int("num_return_sequences", c.num_return_sequences, minimum=1, maximum=c.num_beams)
+    vocab, positions = model_limits(model)
+    input_ids, mask = check_prompt(input_ids, attention_mask, vocab)
+    eos = eos_tensor(c.eos_token_id, vocab)
+    pad = c.pad_token_id if c.pad_token_id is not None else (None if eos is None else int(eos[0]))
+    if pad is not None:
+        check_token_ids("pad_token_id", torch.tensor([pad]), vocab, ndim=1)
+    prompt_length = input_ids.shape[1]
+    if positions is not None and prompt_length + c.max_new_tokens > positions:
+        raise ValueError(f"a prompt of {prompt_length} tokens plus max_new_tokens={c.max_new_tokens} is "
+                         f"{prompt_length + c.max_new_tokens} positions, more than the model's {positions}: shorten "
+                         "the prompt or generate fewer tokens")
+    per_beam = 1 + max(1, 0 if eos is None else eos.numel()) if beam else 1
+    processors = build_processors(c, prompt_length, min_tokens_to_keep=per_beam, extra=logits_processors)
+    max_length = prompt_length + c.max_new_tokens if beam else None  # the greedy / sampling loop counts steps
+    stop = stopping_criteria(c.eos_token_id, c.stop_strings, decode, prompt_length, max_length)
+    if c.stop_strings is not None and pad is None:
+        raise ValueError("stop_strings without eos_token_id need a pad_token_id to fill the rows that finish first")
+    cache = default_cache() if cache is None else cache
+    return DecodingSetup(c, input_ids, mask, processors, stop, eos, pad, beam, per_beam, cache)
+
+
+def check_prompt(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, vocab_size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a ``(B, T)`` prompt (ids in ``[0, vocab_size)`` when given) and its mask; return ``(input_ids as
+    long, bool mask)``. Padding must be on the left, and padded positions still need a real id (mask them out)."""
+    check_token_ids("input_ids", input_ids, vocab_size)
+    if 0 in input_ids.shape:
+        raise ValueError(f"input_ids must hold at least one prompt of at least one token, got shape "
+                         f"{tuple(input_ids.shape)}")
     input_ids = input_ids.long()
     if attention_mask is None:
         return input_ids, torch.ones_like(input_ids, dtype=torch.bool)
@@ -46,29 +139,6 @@ def model_limits(model: Any) -> tuple[int | None, int | None]:
     vocab = getattr(cfg, "vocab_size", None)
     positions = getattr(cfg, "max_positions", None) or getattr(cfg, "max_position_embeddings", None)
     return (vocab if isinstance(vocab, int) else None), (positions if isinstance(positions, int) else None)
-
-
-def check_fits_model(model: Any, input_ids: torch.Tensor, config: Any) -> None:
-    """Before the model runs: every prompt id, ``pad_token_id`` and ``eos_token_id`` must be in the vocabulary, and
-    the prompt plus ``max_new_tokens`` must fit the model's positions (past them RoPE or learned positions have no
-    entry, and the model would fail deep inside, or silently wrap around)."""
-    vocab, positions = model_limits(model)
-    if vocab is not None:
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= vocab:
-            bad = low if low < 0 else high
-            raise ValueError(f"input_ids holds token id {bad}, outside the model's vocabulary [0, {vocab}) "
-                             "(pad the prompt with a real id and mask it out)")
-        eos = config.eos_token_id
-        for name, ids in (("eos_token_id", [] if eos is None else [eos] if isinstance(eos, int) else list(eos)),
-                          ("pad_token_id", [] if config.pad_token_id is None else [config.pad_token_id])):
-            for i in ids:
-                if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < vocab:
-                    raise ValueError(f"{name} {i!r} is outside the model's vocabulary [0, {vocab})")
-    if positions is not None and input_ids.shape[1] + config.max_new_tokens > positions:
-        raise ValueError(f"a prompt of {input_ids.shape[1]} tokens plus max_new_tokens={config.max_new_tokens} is "
-                         f"{input_ids.shape[1] + config.max_new_tokens} positions, more than the model's "
-                         f"{positions}: shorten the prompt or generate fewer tokens")
 
 
 def next_token_logits(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, cache: Any) -> torch.Tensor:

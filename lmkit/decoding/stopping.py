@@ -12,11 +12,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from lmkit.checks import check_int
+from lmkit.checks import check_int, check_token_ids
 
 
-def eos_tensor(eos_token_id: int | Sequence[int] | None) -> torch.Tensor | None:
-    """Normalise ``eos_token_id`` (an id, a list of ids, or None) to a 1-D LongTensor or None, validating it."""
+def eos_tensor(eos_token_id: int | Sequence[int] | None, vocab_size: int | None = None) -> torch.Tensor | None:
+    """Normalise ``eos_token_id`` (an id, a list of ids, or None) to a 1-D LongTensor or None, validating it: each
+    id a non-negative int, and below ``vocab_size`` when given."""
     if eos_token_id is None:
         return None
     ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
@@ -24,7 +25,7 @@ def eos_tensor(eos_token_id: int | Sequence[int] | None) -> torch.Tensor | None:
         raise ValueError("eos_token_id must be a non-negative int or a non-empty list of them, got []")
     for i in ids:
         check_int("eos_token_id", i, minimum=0)
-    return torch.tensor(ids, dtype=torch.long)
+    return check_token_ids("eos_token_id", torch.tensor(ids, dtype=torch.long), vocab_size, ndim=1)
 
 
 class StopTokens:

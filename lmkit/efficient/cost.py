@@ -37,8 +37,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from lmkit.checks import check_int
+from lmkit.checks import check_choice, check_int, choices
 from lmkit.efficient.flash import tile_schedule
+
+Loop = Literal["fa1", "fa2"]
+Pass = Literal["forward", "backward"]
 
 
 def _positive(**values: int) -> None:
@@ -96,7 +99,7 @@ def flash_attention_io(
     n_k: int | None = None,
     is_causal: bool = False,
     window: int | None = None,
-    loop: Literal["fa1", "fa2"] = "fa2",
+    loop: Loop = "fa2",
     bytes_per_element: int = 2,
 ) -> IOCount:
     """HBM traffic of tiled attention, one head, forward, over the tiles it actually visits.
@@ -109,20 +112,19 @@ def flash_attention_io(
     """
     n_k = n if n_k is None else n_k
     _positive(n=n, d=d, n_k=n_k, block_q=block_q, block_k=block_k, bytes_per_element=bytes_per_element)
+    check_choice("loop", loop, choices(Loop))
     tiles = tile_schedule(n, n_k, block_q, block_k, is_causal, window)
     if loop == "fa2":
         reads = n * d + sum(2 * (j1 - j0) * d for _, _, j0, j1 in tiles)
         writes = n * d + n  # O and lse
-    elif loop == "fa1":
+    else:
         reads = 2 * n_k * d + sum((i1 - i0) * (2 * d + 2) for i0, i1, _, _ in tiles)
         writes = (n * d + 2 * n) + sum((i1 - i0) * (d + 2) for i0, i1, _, _ in tiles)
-    else:
-        raise ValueError(f"loop must be 'fa1' or 'fa2', got {loop!r}")
     return IOCount(reads, writes, bytes_per_element)
 
 
 def attention_flops(
-    n_q: int, n_k: int, d: int, d_v: int | None = None, pass_: Literal["forward", "backward"] = "forward",
+    n_q: int, n_k: int, d: int, d_v: int | None = None, pass_: Pass = "forward",
     recompute: bool = False,
 ) -> int:
     """Matmul FLOPs of one attention head (softmax and masking are ``O(N²)`` and not counted).
@@ -132,12 +134,11 @@ def attention_flops(
     """
     d_v = d if d_v is None else d_v
     _positive(n_q=n_q, n_k=n_k, d=d, d_v=d_v)
+    check_choice("pass_", pass_, choices(Pass))
     forward = 2 * n_q * n_k * (d + d_v)
     if pass_ == "forward":
         return forward
-    if pass_ == "backward":
-        return 2 * forward + (2 * n_q * n_k * d if recompute else 0)
-    raise ValueError(f"pass_ must be 'forward' or 'backward', got {pass_!r}")
+    return 2 * forward + (2 * n_q * n_k * d if recompute else 0)
 
 
 def transformer_forward_flops(

@@ -335,12 +335,6 @@ def resolve_scale(q: torch.Tensor, scale: float | None) -> float:
     return 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
 
 
-def _resolve(q: torch.Tensor, scale: float | None, block_q: int, block_k: int) -> float:
-    if block_q < 1 or block_k < 1:
-        raise ValueError(f"block sizes must be positive, got block_q={block_q}, block_k={block_k}")
-    return resolve_scale(q, scale)
-
-
 def flash_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -365,9 +359,11 @@ def flash_attention(
     """
     k, v = expand_kv_heads(q, k, v, enable_gqa)
     mask = check_attention_inputs(q, k, v, attn_mask, window, is_causal)
-    s = _resolve(q, scale, block_q, block_k)
+    check_int("block_q", block_q, minimum=1)
+    check_int("block_k", block_k, minimum=1)
+    scale = resolve_scale(q, scale)
     kernels = (flash_forward, flash_backward)
-    return TiledAttentionFunction.apply(kernels, q, k, v, mask, s, is_causal, window, block_q, block_k)
+    return TiledAttentionFunction.apply(kernels, q, k, v, mask, scale, is_causal, window, block_q, block_k)
 
 
 def naive_attention(

@@ -49,6 +49,27 @@ def _scores(q, k, mask_ptrs, rows, cols, n_q, n_k, offset, scale, window,
 
 
 @triton.jit
+def _load_tile(ptr, idx, n, offs, offs_mask, stride_n, stride_d):
+    """Rows ``idx`` of a (N, d) slice starting at ``ptr``, columns ``offs``: zeros past row ``n`` or outside
+    ``offs_mask`` (the partial last block, and the padding of d up to a power of two)."""
+    return tl.load(ptr + idx[:, None] * stride_n + offs[None, :] * stride_d,
+                   mask=(idx[:, None] < n) & offs_mask[None, :], other=0.0)
+
+
+@triton.jit
+def _key_range(pid_m, n_k, offset, window, IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """``(lo, hi)``: the keys query block ``pid_m`` may see, ``lo`` rounded down to a key block (the row of tiles
+    that :func:`lmkit.efficient.flash.tile_schedule` keeps)."""
+    lo, hi = 0, n_k
+    if IS_CAUSAL:  # keys after the block's last query are never visible
+        hi = tl.minimum(n_k, (pid_m + 1) * BLOCK_M + offset)
+    if HAS_WINDOW:  # keys before the block's first query's window are never visible
+        lo = tl.maximum(0, pid_m * BLOCK_M + offset - window + 1) // BLOCK_N * BLOCK_N
+    return lo, hi
+
+
+@triton.jit
 def _fwd_kernel(
     Q, K, V, O, LSE, MASK,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod, smb, smh, smm, smn,
@@ -62,20 +83,14 @@ def _fwd_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     offs_d, offs_dv = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_DV)
     dmask, dvmask = offs_d < d, offs_dv < d_v
-    q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqm + offs_d[None, :] * sqd,
-                mask=(rows[:, None] < n_q) & dmask[None, :], other=0.0)  # Q_i stays on chip
+    q = _load_tile(Q + b * sqb + h * sqh, rows, n_q, offs_d, dmask, sqm, sqd)  # Q_i stays on chip
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_DV), tl.float32)
-    lo, hi = 0, n_k
-    if IS_CAUSAL:  # keys after the block's last query are never visible
-        hi = tl.minimum(n_k, (pid_m + 1) * BLOCK_M + offset)
-    if HAS_WINDOW:  # keys before the block's first query's window are never visible
-        lo = tl.maximum(0, pid_m * BLOCK_M + offset - window + 1) // BLOCK_N * BLOCK_N
+    lo, hi = _key_range(pid_m, n_k, offset, window, IS_CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
     for start in range(lo, hi, BLOCK_N):
         cols = start + offs_n
-        k = tl.load(K + b * skb + h * skh + cols[:, None] * skn + offs_d[None, :] * skd,
-                    mask=(cols[:, None] < n_k) & dmask[None, :], other=0.0)  # (BLOCK_N, BLOCK_D)
+        k = _load_tile(K + b * skb + h * skh, cols, n_k, offs_d, dmask, skn, skd)  # (BLOCK_N, BLOCK_D)
         s = _scores(q, k, MASK + b * smb + h * smh + rows[:, None] * smm + cols[None, :] * smn,
                     rows, cols, n_q, n_k, offset, scale, window, HAS_MASK, MASK_IS_BOOL, IS_CAUSAL, HAS_WINDOW)
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -83,8 +98,7 @@ def _fwd_kernel(
         p = tl.exp(s - m_safe[:, None])
         alpha = tl.exp(m_i - m_safe)  # online-softmax rescale of everything accumulated so far
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(V + b * svb + h * svh + cols[:, None] * svn + offs_dv[None, :] * svd,
-                    mask=(cols[:, None] < n_k) & dvmask[None, :], other=0.0)
+        v = _load_tile(V + b * svb + h * svh, cols, n_k, offs_dv, dvmask, svn, svd)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
     seen = l_i != 0  # 0: no visible key (zeros); a NaN from NaN inputs stays NaN
@@ -114,10 +128,8 @@ def _bwd_dkdv_kernel(
     offs_m = tl.arange(0, BLOCK_M)
     offs_d, offs_dv = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_DV)
     dmask, dvmask = offs_d < d, offs_dv < d_v
-    k = tl.load(K + b * skb + h * skh + cols[:, None] * skn + offs_d[None, :] * skd,
-                mask=(cols[:, None] < n_k) & dmask[None, :], other=0.0)  # K_j, V_j stay on chip
-    v = tl.load(V + b * svb + h * svh + cols[:, None] * svn + offs_dv[None, :] * svd,
-                mask=(cols[:, None] < n_k) & dvmask[None, :], other=0.0)
+    k = _load_tile(K + b * skb + h * skh, cols, n_k, offs_d, dmask, skn, skd)  # K_j, V_j stay on chip
+    v = _load_tile(V + b * svb + h * svh, cols, n_k, offs_dv, dvmask, svn, svd)
     dk = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     dv = tl.zeros((BLOCK_N, BLOCK_DV), tl.float32)
     lo, hi = 0, n_q
@@ -127,14 +139,12 @@ def _bwd_dkdv_kernel(
         hi = tl.minimum(n_q, (pid_n + 1) * BLOCK_N - offset + window)
     for start in range(lo, hi, BLOCK_M):
         rows = start + offs_m
-        q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqm + offs_d[None, :] * sqd,
-                    mask=(rows[:, None] < n_q) & dmask[None, :], other=0.0)
+        q = _load_tile(Q + b * sqb + h * sqh, rows, n_q, offs_d, dmask, sqm, sqd)
         s = _scores(q, k, MASK + b * smb + h * smh + rows[:, None] * smm + cols[None, :] * smn,
                     rows, cols, n_q, n_k, offset, scale, window, HAS_MASK, MASK_IS_BOOL, IS_CAUSAL, HAS_WINDOW)
         lse = tl.load(LSE + pid_bh * n_q + rows, mask=rows < n_q, other=float("inf"))
         p = tl.exp(s - lse[:, None])  # (BLOCK_M, BLOCK_N), recomputed
-        do = tl.load(DO + (pid_bh * n_q + rows[:, None]) * d_v + offs_dv[None, :],
-                     mask=(rows[:, None] < n_q) & dvmask[None, :], other=0.0)
+        do = _load_tile(DO + pid_bh * n_q * d_v, rows, n_q, offs_dv, dvmask, d_v, 1)
         dv += tl.dot(tl.trans(p).to(do.dtype), do)
         dp = tl.dot(do, tl.trans(v))
         delta = tl.load(DELTA + pid_bh * n_q + rows, mask=rows < n_q, other=0.0)
@@ -162,27 +172,19 @@ def _bwd_dq_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     offs_d, offs_dv = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_DV)
     dmask, dvmask = offs_d < d, offs_dv < d_v
-    q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqm + offs_d[None, :] * sqd,
-                mask=(rows[:, None] < n_q) & dmask[None, :], other=0.0)
-    do = tl.load(DO + (pid_bh * n_q + rows[:, None]) * d_v + offs_dv[None, :],
-                 mask=(rows[:, None] < n_q) & dvmask[None, :], other=0.0)
+    q = _load_tile(Q + b * sqb + h * sqh, rows, n_q, offs_d, dmask, sqm, sqd)
+    do = _load_tile(DO + pid_bh * n_q * d_v, rows, n_q, offs_dv, dvmask, d_v, 1)
     lse = tl.load(LSE + pid_bh * n_q + rows, mask=rows < n_q, other=float("inf"))
     delta = tl.load(DELTA + pid_bh * n_q + rows, mask=rows < n_q, other=0.0)
     dq = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
-    lo, hi = 0, n_k
-    if IS_CAUSAL:
-        hi = tl.minimum(n_k, (pid_m + 1) * BLOCK_M + offset)
-    if HAS_WINDOW:
-        lo = tl.maximum(0, pid_m * BLOCK_M + offset - window + 1) // BLOCK_N * BLOCK_N
+    lo, hi = _key_range(pid_m, n_k, offset, window, IS_CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
     for start in range(lo, hi, BLOCK_N):
         cols = start + offs_n
-        k = tl.load(K + b * skb + h * skh + cols[:, None] * skn + offs_d[None, :] * skd,
-                    mask=(cols[:, None] < n_k) & dmask[None, :], other=0.0)  # (BLOCK_N, BLOCK_D)
+        k = _load_tile(K + b * skb + h * skh, cols, n_k, offs_d, dmask, skn, skd)  # (BLOCK_N, BLOCK_D)
         s = _scores(q, k, MASK + b * smb + h * smh + rows[:, None] * smm + cols[None, :] * smn,
                     rows, cols, n_q, n_k, offset, scale, window, HAS_MASK, MASK_IS_BOOL, IS_CAUSAL, HAS_WINDOW)
         p = tl.exp(s - lse[:, None])
-        v = tl.load(V + b * svb + h * svh + cols[:, None] * svn + offs_dv[None, :] * svd,
-                    mask=(cols[:, None] < n_k) & dvmask[None, :], other=0.0)
+        v = _load_tile(V + b * svb + h * svh, cols, n_k, offs_dv, dvmask, svn, svd)
         dp = tl.dot(do, tl.trans(v))
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k) * scale

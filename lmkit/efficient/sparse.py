@@ -26,37 +26,32 @@ from typing import Literal
 
 import torch
 
+from lmkit.checks import check_choice, check_int, choices
 from lmkit.efficient.flash import flash_attention, structural_mask
 
 Part = Literal["local", "summary", "both"]
+PARTS: tuple[str, ...] = choices(Part)
+Pattern = Literal["strided", "fixed"]
+PATTERNS: tuple[str, ...] = choices(Pattern)
 
 
 def _positions(n: int, device: torch.device | str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"sequence length must be a positive int, got {n!r}")
+    check_int("sequence length", n, minimum=1)
     idx = torch.arange(n, device=device)
     return idx[:, None], idx[None, :]  # (n, 1) queries, (1, n) keys
 
 
-def _check_stride(stride: int) -> None:
-    if not isinstance(stride, int) or stride < 1:
-        raise ValueError(f"stride must be a positive int, got {stride!r}")
-
-
 def _select(local: torch.Tensor, summary: torch.Tensor, part: Part) -> torch.Tensor:
-    if part == "local":
-        return local
-    if part == "summary":
-        return summary
+    check_choice("part", part, PARTS)
     if part == "both":
         return local | summary
-    raise ValueError(f"part must be 'local', 'summary' or 'both', got {part!r}")
+    return local if part == "local" else summary
 
 
 def local_mask(n: int, window: int, causal: bool = True, device: torch.device | str | None = None) -> torch.Tensor:
     """``(n, n)`` band: query ``i`` sees the ``window`` keys ``i-window+1 .. i`` (and, if not causal, up to
     ``i+window-1``). The same rule as :func:`lmkit.efficient.flash.structural_mask` with ``window``."""
-    _check_stride(window)
+    check_int("window", window, minimum=1)
     _positions(n, device)
     return structural_mask(n, n, is_causal=causal, window=window, device=device)
 
@@ -66,7 +61,7 @@ def strided_mask(
 ) -> torch.Tensor:
     """Child et al.'s strided pattern with stride ``l``: local part ``i - l < j <= i``, summary part
     ``(i - j) mod l = 0`` (every ``l``-th earlier position). Without ``causal`` both parts are mirrored."""
-    _check_stride(stride)
+    check_int("stride", stride, minimum=1)
     i, j = _positions(n, device)
     local = (i - j).abs() < stride
     summary = (i - j).remainder(stride) == 0
@@ -79,9 +74,8 @@ def fixed_mask(
 ) -> torch.Tensor:
     """Child et al.'s fixed pattern: local part ``⌊j/l⌋ = ⌊i/l⌋`` (same block of ``l``), summary part
     ``j mod l ∈ {l-c, …, l-1}`` (the last ``c`` cells of every block; the paper uses ``c`` of 8–128)."""
-    _check_stride(stride)
-    if not isinstance(c, int) or not 1 <= c <= stride:
-        raise ValueError(f"c must be an int in [1, stride={stride}], got {c!r}")
+    check_int("stride", stride, minimum=1)
+    check_int("c", c, minimum=1, maximum=stride)
     i, j = _positions(n, device)
     local = torch.div(i, stride, rounding_mode="floor") == torch.div(j, stride, rounding_mode="floor")
     summary = (j.remainder(stride) >= stride - c).expand(n, n)
@@ -89,12 +83,10 @@ def fixed_mask(
     return mask & (j <= i) if causal else mask
 
 
-def head_masks(pattern: Literal["strided", "fixed"], n: int, stride: int, n_heads: int, **kwargs) -> torch.Tensor:
+def head_masks(pattern: Pattern, n: int, stride: int, n_heads: int, **kwargs) -> torch.Tensor:
     """``(n_heads, n, n)``: even heads use the local part, odd heads the summary part (the paper's
     "one pattern per head" factorisation); broadcast it as ``attn_mask`` over ``(B, H, N, N)``."""
-    make = {"strided": strided_mask, "fixed": fixed_mask}.get(pattern)
-    if make is None:
-        raise ValueError(f"pattern must be 'strided' or 'fixed', got {pattern!r}")
+    make = {"strided": strided_mask, "fixed": fixed_mask}[check_choice("pattern", pattern, PATTERNS)]
     parts = [make(n, stride, part="local", **kwargs), make(n, stride, part="summary", **kwargs)]
     return torch.stack([parts[h % 2] for h in range(n_heads)])
 

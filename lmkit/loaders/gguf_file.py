@@ -96,9 +96,10 @@ class _Header:
 
 
 def check_gguf(path: str | os.PathLike) -> None:
-    """Validate the file's structure (see the module docstring); raise :class:`GGUFError` naming the problem."""
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+    """Validate the file's structure (see the module docstring); raise :class:`GGUFError` naming the problem.
 
+    In the file's order: the header (:func:`_read_counts`), the metadata (:func:`_read_metadata`), the tensor
+    descriptions (:func:`_read_tensor_infos`), then where each tensor's data lies (:func:`_check_tensor_data`)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no GGUF file at {path}")
@@ -109,73 +110,109 @@ def check_gguf(path: str | os.PathLike) -> None:
         raise GGUFError(f"GGUF file {path}: truncated: {size} bytes, less than the 24-byte header")
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         h = _Header(buf, path)
-        if bytes(buf[:4]) != GGUF_MAGIC:
-            raise h.fail(f"not a GGUF file: it starts with {bytes(buf[:4])!r}, not {GGUF_MAGIC!r}")
-        h.take(4, "the magic")
-        version = h.scalar("I", "the version")
-        if version not in SUPPORTED_VERSIONS:
-            raise h.fail(f"version {version} is not supported (only {SUPPORTED_VERSIONS}; a big-endian file?)")
-        n_tensors, n_kv = h.scalar("Q", "the tensor count"), h.scalar("Q", "the metadata count")
-        # the smallest metadata entry is 13 bytes (key length, type, one-byte value), a tensor info 32
-        if n_kv * 13 + n_tensors * 32 > size:
-            raise h.fail(f"corrupted counts: {n_tensors} tensors and {n_kv} metadata entries cannot fit in "
-                         f"{size} bytes")
-        keys: dict[str, Any] = {}
-        for i in range(n_kv):
-            key = h.string(f"metadata key {i}")
-            if key in keys:
-                raise h.fail(f"metadata key {key!r} appears twice")
-            vtype = h.scalar("I", f"the value type of {key!r}")
-            keys[key] = (vtype, h.value(vtype, f"metadata {key!r}"))
-        infos = []
-        for i in range(n_tensors):
-            name = h.string(f"the name of tensor {i}")
-            n_dims = h.scalar("I", f"the dimension count of tensor {name!r}")
-            if not 1 <= n_dims <= MAX_DIMS:
-                raise h.fail(f"tensor {name!r} claims {n_dims} dimensions (GGUF allows 1 to {MAX_DIMS})")
-            dims = [h.scalar("Q", f"dimension {d} of tensor {name!r}") for d in range(n_dims)]
-            ggml_type = h.scalar("I", f"the type of tensor {name!r}")
-            offset = h.scalar("Q", f"the data offset of tensor {name!r}")
-            infos.append((name, dims, ggml_type, offset))
-        alignment = 32
-        if "general.alignment" in keys:
-            vtype, alignment = keys["general.alignment"]
-            if vtype != 4 or alignment == 0 or alignment & (alignment - 1):
-                raise h.fail(f"general.alignment must be a power-of-two uint32, got {alignment!r}")
-        data_start = -(-h.pos // alignment) * alignment
-        names: set[str] = set()
-        expected_offset = 0  # llama.cpp's rule: tensors follow each other in the listed order, each aligned
-        for name, dims, ggml_type, offset in infos:
-            where = f"tensor {name!r}"
-            if name in names:
-                raise h.fail(f"{where} appears twice")
-            names.add(name)
-            try:
-                qtype = GGMLQuantizationType(ggml_type)
-            except ValueError:
-                raise h.fail(f"{where} has unknown ggml type {ggml_type}") from None
-            if qtype not in GGML_QUANT_SIZES:
-                raise h.fail(f"{where} has ggml type {qtype.name}, which has no known block layout")
-            block, type_size = GGML_QUANT_SIZES[qtype]
-            if min(dims) == 0:
-                raise h.fail(f"{where} has corrupted shape {dims} (a zero dimension)")
-            if dims[0] % block:
-                raise h.fail(f"{where} has shape {dims} and type {qtype.name}, whose rows come in blocks of {block} "
-                             f"values: {dims[0]} is not a multiple (an inconsistent tensor type)")
-            n_bytes = int(np.prod(dims, dtype=object)) // block * type_size
-            if offset % alignment:
-                raise h.fail(f"{where} has data offset {offset}, not a multiple of the alignment {alignment}")
-            end = data_start + offset + n_bytes
-            if end > size:
-                raise h.fail(f"truncated (or the shape or offset corrupted): {where} ({qtype.name} {dims}, {n_bytes} "
-                             f"bytes) ends at byte {end}, past the end of the file ({size} bytes)")
-            if offset != expected_offset:
-                raise h.fail(f"{where} starts at data offset {offset}, but the tensors before it end at "
-                             f"{expected_offset}: a corrupted offset, or a type or shape inconsistent with the data")
-            expected_offset = -(-(offset + n_bytes) // alignment) * alignment
-        if size - data_start > expected_offset + alignment:
-            raise h.fail(f"the data section holds {size - data_start} bytes but its tensors only "
-                         f"{expected_offset}: a tensor's type or shape is inconsistent with the data")
+        n_tensors, n_kv = _read_counts(h)
+        keys = _read_metadata(h, n_kv)
+        infos = _read_tensor_infos(h, n_tensors)
+        _check_tensor_data(h, infos, _alignment(h, keys))
+
+
+def _read_counts(h: _Header) -> tuple[int, int]:
+    """The header: magic, version, then the tensor and metadata counts (checked against the file's size)."""
+    if bytes(h.buf[:4]) != GGUF_MAGIC:
+        raise h.fail(f"not a GGUF file: it starts with {bytes(h.buf[:4])!r}, not {GGUF_MAGIC!r}")
+    h.take(4, "the magic")
+    version = h.scalar("I", "the version")
+    if version not in SUPPORTED_VERSIONS:
+        raise h.fail(f"version {version} is not supported (only {SUPPORTED_VERSIONS}; a big-endian file?)")
+    n_tensors, n_kv = h.scalar("Q", "the tensor count"), h.scalar("Q", "the metadata count")
+    # the smallest metadata entry is 13 bytes (key length, type, one-byte value), a tensor info 32
+    if n_kv * 13 + n_tensors * 32 > len(h.buf):
+        raise h.fail(f"corrupted counts: {n_tensors} tensors and {n_kv} metadata entries cannot fit in "
+                     f"{len(h.buf)} bytes")
+    return n_tensors, n_kv
+
+
+def _read_metadata(h: _Header, n_kv: int) -> dict[str, tuple[int, Any]]:
+    """``key -> (value type, value)`` for the ``n_kv`` metadata entries (an array's value: its item count)."""
+    keys: dict[str, tuple[int, Any]] = {}
+    for i in range(n_kv):
+        key = h.string(f"metadata key {i}")
+        if key in keys:
+            raise h.fail(f"metadata key {key!r} appears twice")
+        vtype = h.scalar("I", f"the value type of {key!r}")
+        keys[key] = (vtype, h.value(vtype, f"metadata {key!r}"))
+    return keys
+
+
+def _read_tensor_infos(h: _Header, n_tensors: int) -> list[tuple[str, list[int], int, int]]:
+    """``(name, dims, ggml type, data offset)`` of each tensor description."""
+    infos = []
+    for i in range(n_tensors):
+        name = h.string(f"the name of tensor {i}")
+        n_dims = h.scalar("I", f"the dimension count of tensor {name!r}")
+        if not 1 <= n_dims <= MAX_DIMS:
+            raise h.fail(f"tensor {name!r} claims {n_dims} dimensions (GGUF allows 1 to {MAX_DIMS})")
+        dims = [h.scalar("Q", f"dimension {d} of tensor {name!r}") for d in range(n_dims)]
+        ggml_type = h.scalar("I", f"the type of tensor {name!r}")
+        offset = h.scalar("Q", f"the data offset of tensor {name!r}")
+        infos.append((name, dims, ggml_type, offset))
+    return infos
+
+
+def _alignment(h: _Header, keys: dict[str, tuple[int, Any]]) -> int:
+    """The data alignment: ``general.alignment`` (a power-of-two uint32) or GGUF's default 32."""
+    if "general.alignment" not in keys:
+        return 32
+    vtype, alignment = keys["general.alignment"]
+    if vtype != 4 or alignment == 0 or alignment & (alignment - 1):
+        raise h.fail(f"general.alignment must be a power-of-two uint32, got {alignment!r}")
+    return alignment
+
+
+def _tensor_bytes(h: _Header, name: str, dims: list[int], ggml_type: int) -> tuple[str, int]:
+    """The type's name and the byte size of tensor ``name``: a known ggml type, no zero dimension, whole blocks."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    where = f"tensor {name!r}"
+    try:
+        qtype = GGMLQuantizationType(ggml_type)
+    except ValueError:
+        raise h.fail(f"{where} has unknown ggml type {ggml_type}") from None
+    if qtype not in GGML_QUANT_SIZES:
+        raise h.fail(f"{where} has ggml type {qtype.name}, which has no known block layout")
+    block, type_size = GGML_QUANT_SIZES[qtype]
+    if min(dims) == 0:
+        raise h.fail(f"{where} has corrupted shape {dims} (a zero dimension)")
+    if dims[0] % block:
+        raise h.fail(f"{where} has shape {dims} and type {qtype.name}, whose rows come in blocks of {block} "
+                     f"values: {dims[0]} is not a multiple (an inconsistent tensor type)")
+    return qtype.name, int(np.prod(dims, dtype=object)) // block * type_size
+
+
+def _check_tensor_data(h: _Header, infos: list[tuple[str, list[int], int, int]], alignment: int) -> None:
+    """Each tensor's data inside the file, aligned, right after the one before it; no bytes left unaccounted for."""
+    size, data_start = len(h.buf), -(-h.pos // alignment) * alignment
+    names: set[str] = set()
+    expected_offset = 0  # llama.cpp's rule: tensors follow each other in the listed order, each aligned
+    for name, dims, ggml_type, offset in infos:
+        where = f"tensor {name!r}"
+        if name in names:
+            raise h.fail(f"{where} appears twice")
+        names.add(name)
+        type_name, n_bytes = _tensor_bytes(h, name, dims, ggml_type)
+        if offset % alignment:
+            raise h.fail(f"{where} has data offset {offset}, not a multiple of the alignment {alignment}")
+        end = data_start + offset + n_bytes
+        if end > size:
+            raise h.fail(f"truncated (or the shape or offset corrupted): {where} ({type_name} {dims}, {n_bytes} "
+                         f"bytes) ends at byte {end}, past the end of the file ({size} bytes)")
+        if offset != expected_offset:
+            raise h.fail(f"{where} starts at data offset {offset}, but the tensors before it end at "
+                         f"{expected_offset}: a corrupted offset, or a type or shape inconsistent with the data")
+        expected_offset = -(-(offset + n_bytes) // alignment) * alignment
+    if size - data_start > expected_offset + alignment:
+        raise h.fail(f"the data section holds {size - data_start} bytes but its tensors only "
+                     f"{expected_offset}: a tensor's type or shape is inconsistent with the data")
 
 
 def open_gguf(path: str | os.PathLike):

@@ -7,7 +7,8 @@ a randomly initialised tiny ``GPT2LMHeadModel`` / ``BertModel`` (no download) lo
 
 Mapping notes: GPT-2 stores its projections as ``Conv1D`` with ``(in, out)`` weights (transposed w.r.t.
 ``nn.Linear``) and fuses Q, K, V into one ``c_attn``; BERT is post-norm, so its "output LayerNorm" after each
-sublayer is lmkit's ``attn_norm`` / ``ffn_norm``; Hugging Face's LLaMA uses the half-split RoPE pairing.
+sublayer is lmkit's ``attn_norm`` / ``ffn_norm``; Hugging Face's LLaMA uses the half-split RoPE pairing. The
+translated tensors go through :func:`lmkit.loaders.state_dict.load_state`, the checked loading every loader shares.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from lmkit.checks import check_int, check_number
+from lmkit.loaders.state_dict import load_state
 from lmkit.transformer.model import Transformer, TransformerConfig
 from lmkit.transformer.positions import interleaved_to_half_rows
 
@@ -29,32 +31,6 @@ def _activation(name: str) -> str:
     if name not in _HF_ACTIVATIONS:
         raise ValueError(f"unsupported activation {name!r}; lmkit maps {sorted(_HF_ACTIVATIONS)}")
     return _HF_ACTIVATIONS[name]
-
-
-def load_state(
-    model: Transformer, state: dict[str, torch.Tensor], source: Mapping[str, str] | None = None, origin: str = ""
-) -> Transformer:
-    """Copy ``state`` (lmkit parameter names, float tensors) into ``model`` strictly — every parameter present, no
-    extra name, each of the model's shape, floating point and finite — and return it in eval mode. A tied LM head
-    may be left out of ``state``: it is the embedding. ``source`` maps lmkit names to the names in the file, and
-    ``origin`` names the file, for the error messages."""
-    if model.config.tie_embeddings:
-        state.setdefault("lm_head.weight", state["tok_emb.weight"])
-    source = source or {}
-    expected = model.state_dict()
-    for name, t in state.items():
-        shown = f"{origin}tensor {source.get(name, name)!r}"
-        if name not in expected:
-            raise ValueError(f"{shown} has no place in the model")
-        if not t.is_floating_point():
-            raise TypeError(f"{shown} is {t.dtype}: model weights must be floating point")
-        if t.shape != expected[name].shape:
-            raise ValueError(f"{shown} has shape {tuple(t.shape)}, the config needs {tuple(expected[name].shape)} "
-                             "(the config and the weights disagree)")
-        if not torch.isfinite(t).all():
-            raise ValueError(f"{shown} holds non-finite values (NaN or inf)")
-    model.load_state_dict({k: v.detach().float() for k, v in state.items()}, strict=True)
-    return model.eval()
 
 
 def bert_config(hf: Mapping[str, Any]) -> TransformerConfig:

@@ -15,9 +15,11 @@ from typing import Any
 import torch
 
 from lmkit import assets
-from lmkit.loaders.hf import bert_config, bert_state, load_state
+from lmkit.loaders.hf import bert_config, bert_state
+from lmkit.loaders.state_dict import load_state
 from lmkit.transformer.model import Transformer
 from lmkit.transformer.pooling import mean_pool
+from lmkit.utils import pad_batch
 
 UNUSED_TENSORS = ("pooler.", "embeddings.position_ids")
 """Tensors a ``BertModel`` file may hold that the encoder does not use: the pooler (sentence-transformers' mean
@@ -87,12 +89,8 @@ def embed(model: Transformer, tokenizer: Any, sentences: list[str], max_length: 
         enc = tokenizer.encode(s)
         enc = list(getattr(enc, "ids", enc))
         ids.append(enc[: max_length - 1] + enc[-1:] if len(enc) > max_length else enc)  # keep the final [SEP]
-    width = max(len(x) for x in ids)
+    input_ids, mask = pad_batch(ids, pad_id=0)  # (N, T) each, right-padded: [PAD] is id 0 in BERT vocabularies
     device = model.tok_emb.weight.device
-    input_ids = torch.zeros(len(ids), width, dtype=torch.long, device=device)  # [PAD] is id 0 in BERT vocabularies
-    mask = torch.zeros(len(ids), width, dtype=torch.bool, device=device)
-    for i, x in enumerate(ids):
-        input_ids[i, : len(x)] = torch.tensor(x)
-        mask[i, : len(x)] = True
+    input_ids, mask = input_ids.to(device), mask.to(device)
     hidden = model(input_ids, attention_mask=mask).hidden_states  # (N, T, C)
     return torch.nn.functional.normalize(mean_pool(hidden, mask), dim=-1)

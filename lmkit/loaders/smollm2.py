@@ -9,6 +9,7 @@ the permutation and uses Hugging Face's half-split rotation instead (the same mo
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from lmkit import assets
 from lmkit.checks import check_choice, check_int, check_number, choices
 from lmkit.loaders import gguf_file
 from lmkit.loaders.gguf_file import GGUFError
+from lmkit.loaders.state_dict import load_state
 from lmkit.transformer.model import Transformer, TransformerConfig
 from lmkit.transformer.positions import RopePairing, interleaved_to_half_rows
 
@@ -111,33 +113,38 @@ def load_smollm2(
     rope_pairing: RopePairing = "interleaved",
 ) -> Transformer:
     """SmolLM2-135M-Instruct as an lmkit :class:`Transformer` in eval mode (default file:
-    :func:`lmkit.assets.smollm2_gguf`). ``rope_pairing="half"`` un-permutes Q/K to Hugging Face's layout."""
+    :func:`lmkit.assets.smollm2_gguf`). ``rope_pairing="half"`` un-permutes Q/K to Hugging Face's layout.
+
+    The model is built on the ``meta`` device (no random weights made only to be overwritten), every GGUF tensor is
+    dequantized under its lmkit name, and :func:`lmkit.loaders.state_dict.load_state` checks and assigns them; its
+    errors become :class:`~lmkit.loaders.gguf_file.GGUFError` s naming the file and the GGUF tensor.
+    """
     check_choice("rope_pairing", rope_pairing, choices(RopePairing))
     reader = gguf_file.open_gguf(assets.smollm2_gguf() if path is None else path)
-    cfg = config_from_gguf(reader)
-    cfg.rope_pairing = rope_pairing
+    origin = f"GGUF file {gguf_file.path_of(reader)}: "
+    cfg = dataclasses.replace(config_from_gguf(reader), rope_pairing=rope_pairing)
     with torch.device("meta"):
         model = Transformer(cfg)
-    expected = {_gguf_name(name): name for name, _ in model.named_parameters()}
-    extra = sorted({t.name for t in reader.tensors} - set(expected))
+    names = {name: _gguf_name(name) for name, _ in model.named_parameters()}  # a tied head is not listed
+    extra = sorted({t.name for t in reader.tensors} - set(names.values()))
     if extra:
-        raise GGUFError(f"GGUF file {gguf_file.path_of(reader)}: tensors {extra[:5]} are not part of the llama "
-                        "architecture lmkit builds (another model, or a renamed tensor)")
-    state = {}
-    for gguf_name, name in expected.items():
-        w = gguf_file.dequantized(reader, gguf_name)  # a missing tensor is named; non-finite values are rejected
-        param = model.get_parameter(name)
-        if w.numel() != param.numel():
-            raise GGUFError(f"GGUF file {gguf_file.path_of(reader)}: tensor {gguf_name!r} has shape "
-                            f"{tuple(w.shape)}, the config needs {tuple(param.shape)}")
-        w = w.reshape(param.shape)
-        if rope_pairing == "half" and name.endswith(("q_proj.weight", "k_proj.weight")):
-            w = interleaved_to_half_rows(w, cfg.n_heads if "q_proj" in name else cfg.kv_heads)
-        state[name] = w.to(dtype)
-    if cfg.tie_embeddings:
-        state["lm_head.weight"] = state["tok_emb.weight"]
-    model.load_state_dict(state, strict=True, assign=True)
-    if cfg.tie_embeddings:
-        model.lm_head.weight = model.tok_emb.weight
-    model.rebuild_buffers()
-    return model.to(device or "cpu").eval()
+        raise GGUFError(f"{origin}tensors {extra[:5]} are not part of the llama architecture lmkit builds (another "
+                        "model, or a renamed tensor)")
+    # dequantized() names a missing tensor and rejects non-finite values
+    state = {name: gguf_file.dequantized(reader, gguf_name).to(dtype) for name, gguf_name in names.items()}
+    try:
+        load_state(model, state, source=names, origin=origin)
+    except ValueError as err:
+        raise GGUFError(str(err)) from None
+    if rope_pairing == "half":
+        _unpermute_query_key_rows(model)
+    return model.to(device or "cpu")
+
+
+@torch.no_grad()
+def _unpermute_query_key_rows(model: Transformer) -> None:
+    """llama.cpp's converter permuted the query/key rows for the interleaved pairing: put them back in Hugging Face's
+    half-split order (in place), for a model configured with ``rope_pairing="half"``."""
+    for block in model.blocks:
+        for proj, heads in ((block.attn.q_proj, model.config.n_heads), (block.attn.k_proj, model.config.kv_heads)):
+            proj.weight.copy_(interleaved_to_half_rows(proj.weight.clone(), heads))

@@ -25,6 +25,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from lmkit.checks import check_int
+from lmkit.utils import eval_mode, pad_batch
+
 
 def _check_ids(name: str, seqs: Sequence[Sequence[int]]) -> None:
     if not seqs or any(len(s) == 0 for s in seqs):
@@ -44,20 +47,16 @@ def candidate_logprobs(
     """
     _check_ids("prompts", prompts)
     _check_ids("candidates", candidates)
+    check_int("batch_size", batch_size, minimum=1)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     single = all(len(c) == 1 for c in candidates)
     rows = [list(p) for p in prompts] if single else [list(p) + list(c) for p in prompts for c in candidates]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths share a batch: little padding
     scores: list[torch.Tensor | None] = [None] * len(rows)
-    try:
+    with eval_mode(model):
         for start in range(0, len(rows), batch_size):
             chunk = order[start : start + batch_size]
-            width = max(len(rows[i]) for i in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            for b, i in enumerate(chunk):
-                ids[b, : len(rows[i])] = torch.tensor(rows[i])
+            ids, _ = pad_batch([rows[i] for i in chunk], pad_id)  # right padding: the text never sees it
             logp = model(ids.to(device)).logits.float().log_softmax(-1).cpu()  # (b, T, V)
             for b, i in enumerate(chunk):
                 end = len(rows[i])
@@ -67,8 +66,6 @@ def candidate_logprobs(
                     cand = candidates[i % len(candidates)]
                     positions = torch.arange(end - len(cand) - 1, end - 1)  # the logits that predict the candidate
                     scores[i] = logp[b, positions, torch.tensor(cand)].sum()
-    finally:
-        model.train(was_training)
     return torch.stack(scores).reshape(len(prompts), len(candidates))
 
 
@@ -83,12 +80,8 @@ def greedy_match_length(model: nn.Module, prompt: Sequence[int], continuation: S
     _check_ids("continuation", [continuation])
     device = next(model.parameters()).device
     ids = torch.tensor([list(prompt) + list(continuation)], device=device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         picks = model(ids).logits[0, len(prompt) - 1 : -1].argmax(-1).cpu()  # (len(continuation),)
-    finally:
-        model.train(was_training)
     wrong = (picks != torch.tensor(list(continuation))).nonzero()
     return int(wrong[0]) if len(wrong) else len(continuation)
 
@@ -100,8 +93,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     >>> tuple(round(x, 3) for x in wilson_interval(8, 10))
     (0.49, 0.943)
     """
-    if n < 1 or not 0 <= successes <= n:
-        raise ValueError(f"need 0 <= successes <= n and n >= 1, got {successes}, {n}")
+    check_int("n", n, minimum=1)
+    check_int("successes", successes, minimum=0, maximum=n)
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)

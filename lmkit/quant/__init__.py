@@ -17,5 +17,6 @@ metadata, ``QuantizedTensor.dequantize()``, ``QuantLinear``, a layer that runs f
 * :mod:`lmkit.quant.gguf_writer` — write a re-quantized GGUF file.
 * :mod:`lmkit.quant.gptq`, :mod:`lmkit.quant.awq`, :mod:`lmkit.quant.driver` — GPTQ and AWQ.
 
-This file only documents; import the submodule you need.
+Nothing is re-exported here: the methods are alternatives, and loading one should not load the others'
+tables and kernels; import the module you need.
 """

@@ -23,11 +23,15 @@ straddle two rows.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
+from lmkit.checks import check_bits, check_choice, choices
 from lmkit.quant.base import QuantizedTensor, check_finite, pack_nibbles, register, unpack_nibbles
 
-GRANULARITIES = ("tensor", "row", "column", "block")
+Granularity = Literal["tensor", "row", "column", "block"]
+GRANULARITIES: tuple[str, ...] = choices(Granularity)
 
 
 def minmax_params(x: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,7 +39,7 @@ def minmax_params(x: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Te
 
     Symmetric: ``zero = 0``. A group of all zeros gets scale 1 (any scale reconstructs zeros).
     """
-    _check_bits(bits)
+    check_bits(bits)
     if symmetric:
         qmax = 2 ** (bits - 1) - 1
         scale = x.abs().amax(dim=-1, keepdim=True) / qmax
@@ -64,13 +68,9 @@ def dequantize_grid(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) ->
     return scale * (q.float() - zero)
 
 
-def _check_bits(bits: int) -> None:
-    if not isinstance(bits, int) or not 2 <= bits <= 8:
-        raise ValueError(f"bits must be an integer in 2..8, got {bits!r}")
-
-
-def _groups(w: torch.Tensor, granularity: str, block_size: int) -> torch.Tensor:
+def _groups(w: torch.Tensor, granularity: Granularity, block_size: int) -> torch.Tensor:
     """View ``w`` as (n_groups, group_len): each row of the result shares one scale."""
+    check_choice("granularity", granularity, GRANULARITIES)
     if granularity == "tensor":
         return w.reshape(1, -1)
     if w.dim() != 2:
@@ -79,21 +79,19 @@ def _groups(w: torch.Tensor, granularity: str, block_size: int) -> torch.Tensor:
         return w
     if granularity == "column":
         return w.t()
-    if granularity == "block":
-        if block_size < 1 or w.shape[1] % block_size:
-            raise ValueError(
-                f"row length {w.shape[1]} is not divisible by block_size {block_size}; pick a divisor "
-                "(blocks never straddle rows)"
-            )
-        return w.reshape(-1, block_size)
-    raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if block_size < 1 or w.shape[1] % block_size:
+        raise ValueError(
+            f"row length {w.shape[1]} is not divisible by block_size {block_size}; pick a divisor "
+            "(blocks never straddle rows)"
+        )
+    return w.reshape(-1, block_size)
 
 
 def quantize_int(
     w: torch.Tensor,
     bits: int = 8,
     symmetric: bool = True,
-    granularity: str = "tensor",
+    granularity: Granularity = "tensor",
     block_size: int = 64,
 ) -> QuantizedTensor:
     """Absmax (``symmetric=True``) or zero-point quantization of ``w`` at ``bits`` bits.
@@ -102,7 +100,7 @@ def quantize_int(
     one float32 scale and (asymmetric) one uint8 zero-point per group.
     """
     check_finite(w, "weight")
-    _check_bits(bits)
+    check_bits(bits)
     g = _groups(w.detach().float(), granularity, block_size)  # (G, n)
     scale, zero = minmax_params(g, bits, symmetric)
     q = quantize_to_grid(g, scale, zero, bits, symmetric)
@@ -132,14 +130,14 @@ def dequantize_int(q: QuantizedTensor) -> torch.Tensor:
 
 
 def quantize_absmax(
-    w: torch.Tensor, bits: int = 8, granularity: str = "tensor", block_size: int = 64
+    w: torch.Tensor, bits: int = 8, granularity: Granularity = "tensor", block_size: int = 64
 ) -> QuantizedTensor:
     """Symmetric absmax quantization (see module docstring)."""
     return quantize_int(w, bits, True, granularity, block_size)
 
 
 def quantize_zeropoint(
-    w: torch.Tensor, bits: int = 8, granularity: str = "tensor", block_size: int = 64
+    w: torch.Tensor, bits: int = 8, granularity: Granularity = "tensor", block_size: int = 64
 ) -> QuantizedTensor:
     """Asymmetric zero-point quantization (see module docstring)."""
     return quantize_int(w, bits, False, granularity, block_size)

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 
 import torch
 
-from lmkit.quant.base import check_finite
+from lmkit.checks import check_int
+from lmkit.quant.base import check_finite, check_matrix
 from lmkit.quant.gptq import layer_error
-from lmkit.quant.rtn import GroupQuantized, rtn_groupwise
+from lmkit.quant.rtn import GroupQuantized, group_width, rtn_groupwise
 
 
 def awq_scales(mean_abs: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -63,8 +64,7 @@ def search_scale(
     ``mean_abs``: ``mean |x|`` per input channel. ``alpha = 0`` (all scales 1) is plain round-to-nearest, so the
     chosen scales are never worse than RTN on the calibration data.
     """
-    if n_grid < 1:
-        raise ValueError(f"n_grid must be >= 1, got {n_grid}")
+    check_int("n_grid", n_grid, minimum=1)
     for w in weights:
         if w.ndim != 2 or w.shape[1] != hessian.shape[0]:
             raise ValueError(f"weights must be (d_out, {hessian.shape[0]}), got {tuple(w.shape)}")
@@ -97,7 +97,7 @@ def search_clip(
     the Hessian (the other groups' errors are independent of this group's threshold).
     """
     d_row, d_col = weight.shape
-    group = d_col if group_size is None else group_size
+    group = group_width(d_col, group_size)
     w = weight.float()
     thresholds = []
     for start in range(0, d_col, group):
@@ -119,8 +119,7 @@ def search_clip(
 def apply_clip(weight: torch.Tensor, thresholds: torch.Tensor, group_size: int | None = 128) -> torch.Tensor:
     """Clamp each row's group ``g`` of ``weight`` to ``[-t, t]`` with ``t = thresholds[:, g]``."""
     d_col = weight.shape[1]
-    group = d_col if group_size is None else group_size
-    t = thresholds[:, torch.arange(d_col) // group]  # (d_row, d_col)
+    t = thresholds[:, torch.arange(d_col) // group_width(d_col, group_size)]  # (d_row, d_col)
     return torch.maximum(torch.minimum(weight, t), -t)
 
 
@@ -138,7 +137,7 @@ def awq_quantize(
     The returned grid stores ``Q(W diag(s))``: the previous operation has to be divided by ``scales`` (see
     :mod:`lmkit.quant.driver`). ``hessian`` is that of the *unscaled* input; it is rescaled here.
     """
-    check_finite(weight, "weight")
+    check_matrix(weight)
     check_finite(hessian, "hessian (the calibration statistics)")
     check_finite(scales, "scales")
     if not bool((scales > 0).all()):

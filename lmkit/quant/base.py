@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lmkit.checks import check_int
+
 
 @dataclass
 class QuantizedTensor:
@@ -102,14 +104,21 @@ def check_finite(w: torch.Tensor, what: str = "tensor") -> None:
         raise ValueError(f"{what} contains NaN or inf; quantization needs finite values")
 
 
+def check_matrix(w: torch.Tensor, what: str = "weight") -> None:
+    """:func:`check_finite`, and 2-D: a linear layer's ``(out, in)`` weight, the only shape the per-row methods
+    (LLM.int8, round-to-nearest by groups, GPTQ, OBQ, AWQ) take."""
+    check_finite(w, what)
+    if w.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D (out, in) matrix, got shape {tuple(w.shape)}")
+
+
 def pad_to_blocks(w: torch.Tensor, block_size: int) -> tuple[torch.Tensor, int]:
     """Flatten ``w`` into ``(n_blocks, block_size)``, zero-padding the tail; return the blocks and the pad count.
 
     Used by the methods that quantize a *flattened* tensor (NF4, block-wise dynamic 8-bit): the
     padding is recorded in the metadata (via the original shape) and dropped on dequantization.
     """
-    if block_size < 1:
-        raise ValueError(f"block_size must be positive, got {block_size}")
+    check_int("block_size", block_size, minimum=1)
     flat = w.reshape(-1).float()
     pad = (-flat.numel()) % block_size
     if pad:

@@ -28,27 +28,30 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from lmkit.checks import check_bits, check_choice, choices
 from lmkit.quant.awq import awq_quantize, search_scale
 from lmkit.quant.base import QuantizedTensor, QuantLinear, replace_module
 from lmkit.quant.gptq import gptq_quantize
 from lmkit.quant.rtn import GroupQuantized, InputStats, rtn_groupwise
 
-METHODS = ("rtn", "gptq", "awq")
+Method = Literal["rtn", "gptq", "awq"]
+METHODS: tuple[str, ...] = choices(Method)
 STAGES = (("q_proj", "k_proj", "v_proj"), ("o_proj",), ("gate_proj", "up_proj"), ("down_proj",))
 NO_CLIP = ("q_proj", "k_proj")  # AWQ's official clipping search skips q and k (their product feeds the softmax)
 
 
-@dataclass
+@dataclass(frozen=True)
 class QuantConfig:
     """How to quantize every linear layer of the blocks (embedding and LM head stay as they are)."""
 
-    method: str = "gptq"  # "rtn", "gptq" or "awq"
+    method: Method = "gptq"
     bits: int = 4
     group_size: int | None = 128
     symmetric: bool = False
@@ -60,10 +63,8 @@ class QuantConfig:
     awq_clip: bool = True  # AWQ: weight clipping search
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if not 2 <= self.bits <= 8:
-            raise ValueError(f"bits must be in 2..8, got {self.bits}")
+        check_choice("method", self.method, METHODS)
+        check_bits(self.bits)
 
 
 def calibration_batch(token_ids: torch.Tensor, n_samples: int = 16, seq_len: int = 512, seed: int = 0) -> torch.Tensor:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lmkit.checks import check_number
 from lmkit.quant.base import QuantizedTensor, check_finite, nearest_code, pad_to_blocks, register
 
 BLOCK_SIZE = 2048
@@ -117,8 +118,10 @@ class AdamW8bit(torch.optim.Optimizer):
         block_size: int = BLOCK_SIZE,
         min_8bit_size: int = 4096,
     ):
-        if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"invalid AdamW hyper-parameters lr={lr}, betas={betas}, eps={eps}")
+        check_number("lr", lr, minimum=0.0)
+        check_number("eps", eps, minimum=0.0)
+        for i, beta in enumerate(betas):
+            check_number(f"betas[{i}]", beta, minimum=0.0, below=1.0)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults)
         self.block_size, self.min_8bit_size = block_size, min_8bit_size

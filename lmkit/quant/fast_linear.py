@@ -47,6 +47,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lmkit.checks import check_choice, check_number
+from lmkit.quant.base import replace_module
 from lmkit.quant.int8_matmul import THRESHOLD, outlier_columns, quantize_rowwise
 from lmkit.transformer.attention import MultiHeadAttention
 from lmkit.transformer.model import Block
@@ -169,10 +171,8 @@ class Int8Linear(nn.Module):
             raise ValueError(f"codes must be a 2-D int8 (out, in) tensor, got {codes.dtype} {tuple(codes.shape)}")
         if scale.numel() != codes.shape[0]:
             raise ValueError(f"need one scale per output row: {codes.shape[0]} rows, {scale.numel()} scales")
-        if threshold < 0:
-            raise ValueError(f"threshold must be >= 0 (0 = no outlier columns), got {threshold}")
         self.out_features, self.in_features = codes.shape
-        self.threshold = float(threshold)
+        self.threshold = check_number("threshold", threshold, minimum=0.0)  # 0: no outlier columns
         self.register_buffer("codes", codes.contiguous())
         self.register_buffer("scale", scale.reshape(-1).float())  # c_w
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
@@ -252,14 +252,9 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, threshold={self.threshold}"
 
 
-def _linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
-    """``(parent, attribute, layer)`` for every ``nn.Linear`` of ``model`` (a tied LM head included)."""
-    out = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.Linear):
-            parent_name, _, child = name.rpartition(".")
-            out.append((model.get_submodule(parent_name) if parent_name else model, child, mod))
-    return out
+def _linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+    """``(name, layer)`` for every ``nn.Linear`` of ``model`` (a tied LM head too), listed before any is swapped."""
+    return [(name, mod) for name, mod in model.named_modules() if isinstance(mod, nn.Linear)]
 
 
 @torch.no_grad()
@@ -274,8 +269,9 @@ def to_int8(model: nn.Module, threshold: float = THRESHOLD, head_threshold: floa
     row per token).
     """
     head_threshold = threshold if head_threshold is None else head_threshold
-    for parent, child, linear in _linears(model):
-        setattr(parent, child, Int8Linear.from_linear(linear, head_threshold if child == "lm_head" else threshold))
+    for name, linear in _linears(model):
+        is_head = name.rpartition(".")[2] == "lm_head"
+        replace_module(model, name, Int8Linear.from_linear(linear, head_threshold if is_head else threshold))
     return model
 
 
@@ -354,8 +350,8 @@ def to_bf16(model: nn.Module) -> nn.Module:
     lmkit's norms and softmax compute in float32 internally, so only the storage and the matmuls are bfloat16.
     """
     model.to(torch.bfloat16)
-    for parent, child, linear in _linears(model):
-        setattr(parent, child, BF16Linear.from_linear(linear))
+    for name, linear in _linears(model):
+        replace_module(model, name, BF16Linear.from_linear(linear))
     return model
 
 
@@ -382,16 +378,17 @@ def prepare_for_decoding(
     model: nn.Module, fmt: str = "int8", threshold: float = THRESHOLD, head_threshold: float | None = None
 ) -> nn.Module:
     """lmkit's fast decoding path for ``model`` (in place): fused projections, PyTorch's fused attention op
-    (``attention_impl="sdpa"``), then the weights in ``fmt`` (``"float32"``, ``"bfloat16"`` or ``"int8"``; the
-    thresholds as in :func:`to_int8`)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+    (``"sdpa"``), then the weights in ``fmt`` (``"float32"``, ``"bfloat16"`` or ``"int8"``; the thresholds as in
+    :func:`to_int8`).
+
+    The attention op is switched on each :class:`~lmkit.transformer.attention.MultiHeadAttention` (its own ``impl``,
+    read at every call), not in ``model.config``: the config is frozen and records how the model was built, and like
+    the fusion and the weight format, this conversion happens to the built model afterwards."""
+    check_choice("fmt", fmt, FORMATS)
     fuse_projections(model)
     for mod in model.modules():
         if isinstance(mod, MultiHeadAttention):
             mod.impl = "sdpa"
-    if hasattr(model, "config"):
-        model.config.attention_impl = "sdpa"
     if fmt == "int8":
         return to_int8(model, threshold, head_threshold)
     return to_bf16(model) if fmt == "bfloat16" else model

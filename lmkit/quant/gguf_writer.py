@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmkit.checks import check_choice
 from lmkit.quant import ggml
 
 # llama.cpp's fallback when a row is not a multiple of the K-quant super-block (256).
@@ -45,9 +46,7 @@ def requantize_gguf(src: str | Path, dst: str | Path, qtype: str) -> dict[str, s
     """
     import gguf
 
-    qtype = ggml.type_name(qtype)
-    if qtype not in FILE_TYPE:
-        raise ValueError(f"cannot write a {qtype} file; choose one of {sorted(FILE_TYPE)}")
+    qtype = check_choice("qtype", ggml.type_name(qtype), sorted(FILE_TYPE))
     from lmkit.loaders.gguf_file import open_gguf
 
     reader = open_gguf(src)  # checked whole: a truncated or corrupted source is named before anything is written

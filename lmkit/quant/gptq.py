@@ -36,9 +36,10 @@ from __future__ import annotations
 
 import torch
 
+from lmkit.checks import check_bits, check_int, check_number
 from lmkit.quant.absmax import dequantize_grid, minmax_params, quantize_to_grid
-from lmkit.quant.base import check_finite
-from lmkit.quant.rtn import GroupQuantized, code_dtype
+from lmkit.quant.base import check_finite, check_matrix
+from lmkit.quant.rtn import GroupQuantized, code_dtype, group_width
 
 
 def prepare_hessian(weight: torch.Tensor, hessian: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor, ...]:
@@ -47,11 +48,10 @@ def prepare_hessian(weight: torch.Tensor, hessian: torch.Tensor, damp: float = 0
     Columns whose input is always zero (``H_ii == 0``) get ``H_ii = 1`` and ``W[:, i] = 0`` (their value never
     reaches the output). Then ``lambda = damp * mean(diag H)`` is added to the diagonal.
     """
+    check_matrix(weight)
     if hessian.shape != (weight.shape[1], weight.shape[1]):
         raise ValueError(f"hessian must be ({weight.shape[1]}, {weight.shape[1]}), got {tuple(hessian.shape)}")
-    if not 0.0 <= damp < 1.0:
-        raise ValueError(f"damp must be in [0, 1), got {damp}")
-    check_finite(weight, "weight")
+    check_number("damp", damp, minimum=0.0, below=1.0)
     check_finite(hessian, "hessian (the calibration statistics)")
     if weight.numel() == 0:
         raise ValueError(f"weight is empty (shape {tuple(weight.shape)})")
@@ -105,18 +105,10 @@ def gptq_quantize(
     not monotone. ``block_size`` only changes the order of floating-point work, not the result. Deterministic.
     Computes in float32 (float64 if ``weight`` is float64); returns ``weight``'s dtype.
     """
-    if weight.ndim != 2:
-        raise ValueError(f"weight must be 2-D (d_row, d_col), got shape {tuple(weight.shape)}")
-    if not 2 <= bits <= 8:
-        raise ValueError(f"bits must be in 2..8, got {bits}")
-    if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
-    d_row, d_col = weight.shape
-    group = d_col if group_size is None else group_size
-    if group < 1:
-        raise ValueError(f"group_size must be positive or None, got {group_size}")
+    check_bits(bits)
+    check_int("block_size", block_size, minimum=1)
     W, H = prepare_hessian(weight, hessian, damp)
-
+    group = group_width(W.shape[1], group_size)
     perm = None
     if act_order:
         perm = torch.argsort(torch.diag(H), descending=True, stable=True)  # (d_col,)
@@ -125,7 +117,25 @@ def gptq_quantize(
         U = inverse_hessian_cholesky(H)  # (d_col, d_col)
     except torch.linalg.LinAlgError as err:
         raise ValueError(not_positive_definite(damp)) from err
+    Q, scale, zero, loss = _quantize_columns(W, U, bits, group, symmetric, block_size)
+    group_index = torch.arange(W.shape[1]) // group  # (d_col,) in processing order
+    codes = quantize_to_grid(Q, scale[:, group_index], zero[:, group_index], bits, symmetric).to(code_dtype(symmetric))
+    if perm is not None:
+        inverse = torch.argsort(perm)
+        Q, codes, group_index = Q[:, inverse], codes[:, inverse], group_index[inverse]
+    return GroupQuantized(Q.to(weight.dtype), codes, scale, zero, group_index, bits, symmetric, loss, perm)
 
+
+def _quantize_columns(
+    W: torch.Tensor, U: torch.Tensor, bits: int, group: int, symmetric: bool, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """GPTQ's column loop over ``W`` (d_row, d_col), in place, given the Cholesky factor ``U`` of ``H^-1``.
+
+    Returns the dequantized ``Q`` (d_row, d_col), the grids ``scale`` and ``zero`` (d_row, n_groups) and the summed
+    OBS loss. Columns are taken ``block_size`` at a time: inside a block each rounding error is spread over the
+    block's later columns at once; the rest of ``W`` receives the block's errors in one matrix product at its end.
+    """
+    d_row, d_col = W.shape
     n_groups = -(-d_col // group)
     Q = torch.zeros_like(W)  # (d_row, d_col) dequantized, processing order
     scale = torch.zeros(d_row, n_groups, dtype=W.dtype)
@@ -154,13 +164,7 @@ def gptq_quantize(
             Q[:, j], E1[:, i] = q, err
         loss += float((E1**2).sum()) / 2
         W[:, i2:] -= E1 @ U[i1:i2, i2:]  # lazy batch update of everything after the block
-
-    group_index = torch.arange(d_col) // group  # (d_col,) in processing order
-    codes = quantize_to_grid(Q, scale[:, group_index], zero[:, group_index], bits, symmetric).to(code_dtype(symmetric))
-    if perm is not None:
-        inverse = torch.argsort(perm)
-        Q, codes, group_index = Q[:, inverse], codes[:, inverse], group_index[inverse]
-    return GroupQuantized(Q.to(weight.dtype), codes, scale, zero, group_index, bits, symmetric, loss, perm)
+    return Q, scale, zero, loss
 
 
 def layer_error(weight: torch.Tensor, quantized: torch.Tensor, hessian: torch.Tensor) -> float:

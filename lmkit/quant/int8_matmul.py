@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from lmkit.quant.base import QuantizedTensor, check_finite, register
+from lmkit.quant.base import QuantizedTensor, check_matrix, register
 
 THRESHOLD = 6.0
 
@@ -79,9 +79,7 @@ def llm_int8_matmul(
 
 def quantize_int8(w: torch.Tensor, threshold: float = THRESHOLD) -> QuantizedTensor:
     """An (out, in) weight as int8 rows + one scale per output row, for :class:`~lmkit.quant.base.QuantLinear`."""
-    check_finite(w, "weight")
-    if w.dim() != 2:
-        raise ValueError(f"LLM.int8 needs a 2-D (out, in) weight, got shape {tuple(w.shape)}")
+    check_matrix(w)
     qw, cw = quantize_rowwise(w.detach())
     return QuantizedTensor("int8", tuple(w.shape), {"codes": qw, "scale": cw.reshape(-1)}, {"threshold": threshold})
 

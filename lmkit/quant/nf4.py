@@ -30,6 +30,7 @@ from statistics import NormalDist
 
 import torch
 
+from lmkit.checks import check_bits
 from lmkit.quant.base import (
     QuantizedTensor,
     check_finite,
@@ -53,15 +54,14 @@ PUBLISHED_NF4 = (
 )
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=8, typed=True)  # typed: nf_code_values(4.0) must reach the bits check, not hit 4
 def nf_code_values(bits: int = 4) -> torch.Tensor:
     """The ``2^bits`` NormalFloat levels, ascending, from standard-normal quantiles (float32, in [-1, 1]).
 
     ``2^{bits-1}`` positive quantiles, ``2^{bits-1} - 1`` negative ones and an exact zero; the offset
     ``δ = 1 − ½(1/(2·2^b) + 1/(2·(2^b − 1)))`` keeps the outermost quantile finite (0.9677083 for 4 bits).
     """
-    if not 2 <= bits <= 8:
-        raise ValueError(f"bits must be in 2..8, got {bits}")
+    check_bits(bits)
     n = 2**bits
     offset = 1 - 0.5 * (1 / (2 * n) + 1 / (2 * (n - 1)))
     ppf = NormalDist().inv_cdf

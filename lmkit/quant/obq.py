@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from lmkit.checks import check_bits
 from lmkit.quant.absmax import dequantize_grid, minmax_params, quantize_to_grid
 from lmkit.quant.gptq import not_positive_definite, prepare_hessian
 
@@ -31,10 +32,7 @@ def obq_quantize(
     Uses the same dead-input handling and dampening as :func:`lmkit.quant.gptq.gptq_quantize`. Memory is
     ``d_row * d_col^2`` numbers: meant for small layers (a few hundred columns).
     """
-    if weight.ndim != 2:
-        raise ValueError(f"weight must be 2-D (d_row, d_col), got shape {tuple(weight.shape)}")
-    if not 2 <= bits <= 8:
-        raise ValueError(f"bits must be in 2..8, got {bits}")
+    check_bits(bits)
     W, H = prepare_hessian(weight, hessian, damp)  # (d_row, d_col), (d_col, d_col)
     d_row, d_col = W.shape
     scale, zero = minmax_params(W, bits, symmetric)  # (d_row, 1) each: one grid per row

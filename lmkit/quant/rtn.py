@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
+from lmkit.checks import check_int
 from lmkit.quant.absmax import dequantize_grid, minmax_params, quantize_to_grid
-from lmkit.quant.base import QuantizedTensor, check_finite, pack_nibbles, register, unpack_nibbles
+from lmkit.quant.base import QuantizedTensor, check_finite, check_matrix, pack_nibbles, register, unpack_nibbles
 
 
 class InputStats:
@@ -100,6 +101,12 @@ def dequantize_group(q: QuantizedTensor) -> torch.Tensor:
 register("group", dequantize_group)
 
 
+def group_width(d_col: int, group_size: int | None) -> int:
+    """Columns per grid for a row of ``d_col`` inputs: ``group_size``, or the whole row when it is ``None``. Group
+    ``g`` is columns ``g * width`` onwards, so column ``j`` belongs to group ``j // width``; the last may be shorter."""
+    return d_col if group_size is None else check_int("group_size", group_size, minimum=1)
+
+
 def code_dtype(symmetric: bool) -> torch.dtype:
     """How codes are stored: int8 for a symmetric grid (codes around 0), uint8 for an asymmetric one."""
     return torch.int8 if symmetric else torch.uint8
@@ -114,13 +121,9 @@ def rtn_groupwise(
     module's ``"block"`` granularity the row length need not be a multiple of the group size: SmolLM2's 576 inputs
     at group size 128 are not.
     """
-    check_finite(weight, "weight")
-    if weight.ndim != 2:
-        raise ValueError(f"weight must be 2-D (d_row, d_col), got shape {tuple(weight.shape)}")
-    d_row, d_col = weight.shape
-    group = d_col if group_size is None else group_size
-    if group < 1:
-        raise ValueError(f"group_size must be positive or None, got {group_size}")
+    check_matrix(weight)
+    d_col = weight.shape[1]
+    group = group_width(d_col, group_size)
     w = weight.detach().float()
     scales, zeros, codes, deq = [], [], [], []
     for start in range(0, d_col, group):
@@ -141,12 +144,10 @@ def rtn_groupwise(
 
 def rtn_fake_quantize(w: torch.Tensor, bits: int = 4, group_size: int = 128, symmetric: bool = False) -> torch.Tensor:
     """Quantize-then-dequantize ``w`` (out, in) group-wise: the float weight an RTN model really computes with."""
-    check_finite(w, "weight")
     return rtn_groupwise(w, bits, group_size, symmetric).weight
 
 
 def rtn_quantize(w: torch.Tensor, bits: int = 4, group_size: int = 128, symmetric: bool = False) -> QuantizedTensor:
     """Group-wise RTN in packed form (method ``"group"``): every ``group_size`` consecutive inputs of a row share a
     scale (and zero); 4-bit codes two per byte."""
-    check_finite(w, "weight")
     return rtn_groupwise(w, bits, group_size, symmetric).to_quantized_tensor()

@@ -10,4 +10,7 @@
 
 The chapter's experiment (selective copying, trained briefly) is the book's:
 :mod:`lmkit.book.experiments.selective_copying`.
+
+Nothing is re-exported here: ``compare`` loads the transformer's attention to time it against Mamba, which a
+reader of the scan alone does not need; import the module you need.
 """

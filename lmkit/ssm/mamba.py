@@ -33,13 +33,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmkit.checks import check_choice, check_int, check_token_ids
 from lmkit.ssm.scan import SCAN_METHODS, ScanMethod, selective_scan
 from lmkit.transformer.norms import RMSNorm
 
 
-@dataclass
+@dataclass(frozen=True)
 class MambaConfig:
-    """Sizes of a Mamba language model (defaults: the mamba-130m shapes except width and depth)."""
+    """Sizes of a Mamba language model (defaults: the mamba-130m shapes except width and depth). Frozen, as a model's
+    config is in lmkit: derive a variant with ``dataclasses.replace(cfg, scan="sequential")`` and build from it."""
 
     vocab_size: int
     d_model: int
@@ -59,11 +61,8 @@ class MambaConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "d_state", "expand", "d_conv"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.scan not in SCAN_METHODS:
-            raise ValueError(f"unknown scan {self.scan!r}; expected one of {SCAN_METHODS}")
+            check_int(name, getattr(self, name), minimum=1)
+        check_choice("scan", self.scan, SCAN_METHODS)
 
     @property
     def d_inner(self) -> int:
@@ -240,9 +239,7 @@ class MambaLM(nn.Module):
         new tokens, as in lmkit's transformer; ``position_ids`` is accepted and ignored — the recurrence itself
         orders the tokens, Mamba has no position embeddings."""
         del position_ids
-        if input_ids.ndim != 2 or input_ids.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"input_ids must be an integer (batch, length) tensor, got {input_ids.dtype} "
-                             f"of shape {tuple(input_ids.shape)}")
+        check_token_ids("input_ids", input_ids, self.config.vocab_size)
         T = input_ids.shape[1]
         mask = None
         if attention_mask is not None:

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from lmkit.checks import check_int
+
 
 def synthetic_series(n: int = 4000, seed: int = 0) -> torch.Tensor:
     """An "hourly load" series ``(n,)``: a daily cycle whose amplitude drifts with a weekly cycle, a weekday/weekend
@@ -45,8 +47,7 @@ def last_value(x: torch.Tensor, pred_len: int) -> torch.Tensor:
 
 def seasonal_naive(x: torch.Tensor, pred_len: int, period: int) -> torch.Tensor:
     """Repeat each window's last full ``period`` (e.g. 24 for a daily cycle in hourly data) over the horizon."""
-    if not 1 <= period <= x.shape[-1]:
-        raise ValueError(f"period must be in [1, seq_len={x.shape[-1]}], got {period}")
+    check_int("period (at most the window length)", period, minimum=1, maximum=x.shape[-1])
     last = x[:, -period:]
     return last.repeat(1, -(-pred_len // period))[:, :pred_len]
 

@@ -32,19 +32,19 @@ import math
 import torch
 from torch import nn
 
+from lmkit.checks import check_int
+
 
 def default_u(length: int, factor: int = 5) -> int:
     """Informer's ``c * ceil(ln L)``, capped at ``L`` (the number of active queries, or of sampled keys)."""
-    if length < 1:
-        raise ValueError(f"length must be >= 1, got {length}")
+    check_int("length", length, minimum=1)
     return min(factor * math.ceil(math.log(length)), length) if length > 1 else 1
 
 
 def sample_keys(n_queries: int, n_keys: int, n_sample: int, generator: torch.Generator | None = None,
                 device: torch.device | str | None = None) -> torch.Tensor:
     """Indices ``(n_queries, n_sample)`` of keys drawn uniformly with replacement, one row per query position."""
-    if not 1 <= n_sample:
-        raise ValueError(f"n_sample must be >= 1, got {n_sample}")
+    check_int("n_sample", n_sample, minimum=1)
     idx = torch.randint(n_keys, (n_queries, n_sample), generator=generator)
     return idx.to(device) if device is not None else idx
 
@@ -91,8 +91,7 @@ def prob_sparse_attention(
         raise ValueError("causal ProbSparse attention is self-attention: L_Q must equal L_K")
     u = default_u(L_Q, factor) if u is None else u
     n_sample = default_u(L_K, factor) if n_sample is None else n_sample
-    if not 1 <= u <= L_Q:
-        raise ValueError(f"u must be in [1, L_Q={L_Q}], got {u}")
+    check_int("u (active queries, at most L_Q)", u, minimum=1, maximum=L_Q)
 
     # 1. sparsity measure on sampled keys, and the u most "active" queries (sorted, so u = L_Q is the identity)
     measure = sparsity_measure(q, k, sample_keys(L_Q, L_K, n_sample, generator, q.device))  # (B, H, L_Q)

@@ -31,8 +31,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmkit.checks import check_int
 from lmkit.transformer.model import AttentionInputs, Transformer
 from lmkit.transformer.positions import positions_from_mask, rope_angles
+from lmkit.utils import pad_batch
 
 DESCRIPTION = "A synthetic hourly load series with daily and weekly seasonality."
 
@@ -81,8 +83,8 @@ class PatchEmbedding(nn.Module):
 
     def __init__(self, patch_len: int, stride: int, d_model: int, dropout: float = 0.0) -> None:
         super().__init__()
-        if patch_len < 1 or stride < 1:
-            raise ValueError(f"patch_len and stride must be >= 1, got {patch_len}, {stride}")
+        check_int("patch_len", patch_len, minimum=1)
+        check_int("stride", stride, minimum=1)
         self.patch_len, self.stride = patch_len, stride
         self.conv = nn.Conv1d(patch_len, d_model, kernel_size=3, padding=1, padding_mode="circular", bias=False)
         self.dropout = nn.Dropout(dropout)
@@ -167,8 +169,7 @@ class TimeLLM(nn.Module):
     ) -> None:
         super().__init__()
         d_llm = backbone.config.d_model
-        if d_ff > d_llm:
-            raise ValueError(f"d_ff={d_ff} cannot exceed the backbone width {d_llm}")
+        check_int("d_ff (channels kept of the backbone's width)", d_ff, minimum=1, maximum=d_llm)
         for p in backbone.parameters():
             p.requires_grad_(False)
         self.backbone, self.tokenizer = backbone.eval(), tokenizer
@@ -195,14 +196,8 @@ class TimeLLM(nn.Module):
     def prompt_embeddings(self, x_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt embeddings ``(B, L, d_llm)`` and their mask ``(B, L)``."""
         ids = [self.tokenizer.encode(p) for p in series_prompt(x_norm, self.pred_len, self.description)]
-        width = max(len(i) for i in ids)
-        device = x_norm.device
-        tokens = torch.zeros(len(ids), width, dtype=torch.long, device=device)
-        mask = torch.zeros(len(ids), width, dtype=torch.bool, device=device)
-        for r, i in enumerate(ids):
-            tokens[r, width - len(i):] = torch.tensor(i, device=device)
-            mask[r, width - len(i):] = True
-        return self.backbone.tok_emb(tokens), mask
+        tokens, mask = pad_batch(ids, pad_id=0, left=True)  # every prompt ends where the patches begin
+        return self.backbone.tok_emb(tokens.to(x_norm.device)), mask.to(x_norm.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.seq_len:

@@ -3,9 +3,11 @@
 * :mod:`~lmkit.tokenizers.char` and :mod:`~lmkit.tokenizers.word`: the two naive ends of the spectrum;
 * :mod:`~lmkit.tokenizers.bpe`: byte-level BPE (GPT-2, LLaMA-3, SmolLM2), loadable from a GGUF file;
 * :mod:`~lmkit.tokenizers.wordpiece`: WordPiece (BERT), loadable from a ``vocab.txt``;
+* :mod:`~lmkit.tokenizers.pair_merges`: the merge trainer BPE and WordPiece share (they differ only in the score);
 * :mod:`~lmkit.tokenizers.unigram`: the Unigram language model of SentencePiece (T5, ALBERT, XLNet).
 
-The two real vocabularies the book uses load with :func:`load_smollm2_tokenizer` and :func:`load_minilm_tokenizer`.
+The two real vocabularies the book uses load with :func:`load_smollm2_tokenizer` and :func:`load_minilm_tokenizer`,
+defined here; the two classes they return are re-exported.
 """
 
 from __future__ import annotations

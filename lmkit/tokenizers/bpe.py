@@ -1,9 +1,10 @@
-"""Byte-level BPE (GPT-2, LLaMA-3, SmolLM2): training with an incremental pair count, encoding, GGUF loading.
+"""Byte-level BPE (GPT-2, LLaMA-3, SmolLM2): training, encoding, GGUF loading.
 
 Text is first cut into pieces by a regex (:mod:`lmkit.tokenizers.pretokenize`); each piece becomes
 its UTF-8 bytes, so any string can be encoded with a base alphabet of only 256 symbols and there is
 never an unknown token. Training repeatedly merges the most frequent adjacent pair of symbols into a
-new symbol; encoding replays the learned merges, lowest rank (earliest learned) first.
+new symbol (:func:`lmkit.tokenizers.pair_merges.learn_merges`, with the pair's count as the score); encoding
+replays the learned merges, lowest rank (earliest learned) first.
 
 Vocabulary entries are stored, as in GPT-2's files and HF ``tokenizers``, in GPT-2's printable byte
 alphabet: ``"Ġthe"`` is the bytes ``b" the"``.
@@ -12,7 +13,7 @@ alphabet: ``"Ġthe"`` is the bytes ``b" the"``.
 from __future__ import annotations
 
 import heapq
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from lmkit.tokenizers.base import (
     resolve_allowed_special,
     split_on_special,
 )
+from lmkit.tokenizers.pair_merges import learn_merges
 from lmkit.tokenizers.pretokenize import PATTERNS, bytes_to_unicode, split_pieces, unicode_to_bytes
 
 Pair = tuple[int, int]
@@ -37,78 +39,6 @@ def _patterns(pattern: str | Sequence[str]) -> tuple[str, ...]:
             raise ValueError(f"unknown pre-tokenizer {pattern!r}; known: {sorted(PATTERNS)} (or pass regexes)")
         return PATTERNS[pattern]
     return tuple(pattern)
-
-
-def learn_merges(words: list[list[int]], freqs: list[int], vocab: list[str], vocab_size: int) -> list[Pair]:
-    """Learn BPE merges with an incremental pair count; ``words`` (each word replaced by its merged form) and
-    ``vocab`` are updated in place.
-
-    ``words[k]`` is the symbol-id sequence of a distinct pre-token seen ``freqs[k]`` times; ``vocab[i]``
-    is the string of symbol ``i``. The loop adds symbols until ``len(vocab) == vocab_size``.
-
-    Instead of recounting every pair of the corpus after each merge (cost ~ corpus size per merge),
-    we keep ``pair_counts`` (pair → weighted count) and ``where`` (pair → words containing it). Merging
-    ``(a, b)`` into ``ab`` only touches the words in ``where[(a, b)]``, and in each occurrence
-    ``x a b y`` only four counts change: ``(x, a)`` and ``(b, y)`` lose ``freq``, ``(x, ab)`` and
-    ``(ab, y)`` gain it. A max-heap keyed by ``(-count, pair)`` finds the best pair; entries whose count
-    went stale are re-pushed with the current count when they surface (counts of existing pairs only
-    ever decrease). Ties go to the smallest ``(a, b)`` ids, the rule of HF ``tokenizers``' BpeTrainer.
-    """
-    pair_counts: dict[Pair, int] = defaultdict(int)
-    where: dict[Pair, set[int]] = defaultdict(set)
-    for k, (word, freq) in enumerate(zip(words, freqs, strict=True)):
-        for pair in zip(word, word[1:], strict=False):
-            pair_counts[pair] += freq
-            where[pair].add(k)
-    heap = [(-count, pair) for pair, count in pair_counts.items()]
-    heapq.heapify(heap)
-    index = {token: i for i, token in enumerate(vocab)}
-    merges: list[Pair] = []
-    while len(vocab) < vocab_size and heap:
-        neg_count, pair = heapq.heappop(heap)
-        count = pair_counts.get(pair, 0)
-        if count <= 0:
-            continue
-        if -neg_count != count:  # stale entry: put it back with its current count
-            heapq.heappush(heap, (-count, pair))
-            continue
-        a, b = pair
-        token = vocab[a] + vocab[b]
-        new = index.get(token)
-        if new is None:  # two different pairs can spell the same string; the id is then shared
-            new = index[token] = len(vocab)
-            vocab.append(token)
-        merges.append(pair)
-        delta: dict[Pair, int] = defaultdict(int)
-        gained: dict[Pair, set[int]] = defaultdict(set)
-        for k in where.pop(pair):
-            word, freq = words[k], freqs[k]
-            out: list[int] = []  # the word rebuilt in one pass: splicing it in place is quadratic in its length
-            i, n = 0, len(word)
-            while i < n:
-                if i + 1 < n and word[i] == a and word[i + 1] == b:
-                    if out:  # the left neighbour as already rewritten (it may be a fresh `new`)
-                        delta[(out[-1], a)] -= freq
-                        delta[(out[-1], new)] += freq
-                        gained[(out[-1], new)].add(k)
-                    if i + 2 < n:
-                        delta[(b, word[i + 2])] -= freq
-                        delta[(new, word[i + 2])] += freq
-                        gained[(new, word[i + 2])].add(k)
-                    out.append(new)
-                    i += 2
-                else:
-                    out.append(word[i])
-                    i += 1
-            words[k] = out
-        for p, d in delta.items():
-            pair_counts[p] += d
-        pair_counts.pop(pair)
-        for p, ks in gained.items():
-            where[p] |= ks
-            if pair_counts[p] > 0:
-                heapq.heappush(heap, (-pair_counts[p], p))
-    return merges
 
 
 class ByteLevelBPE(VocabListTokenizer):
@@ -195,9 +125,20 @@ class ByteLevelBPE(VocabListTokenizer):
         vocab = list(special_tokens) + sorted(bytes_to_unicode().values())
         byte_ids = {unicode_to_bytes()[c]: i for i, c in enumerate(vocab) if i >= len(special_tokens)}
         words = [[byte_ids[b] for b in piece.encode("utf-8")] for piece in counts]
-        merges = learn_merges(words, list(counts.values()), vocab, vocab_size)
-        named = [(vocab[a], vocab[b]) for a, b in merges]
-        return cls(vocab, named, special_tokens, pattern, eos_token)
+        index = {token: i for i, token in enumerate(vocab)}
+
+        def join(a: int, b: int) -> int:  # two different pairs can spell the same string; the id is then shared
+            token = vocab[a] + vocab[b]
+            if token not in index:
+                index[token] = len(vocab)
+                vocab.append(token)
+            return index[token]
+
+        merges: list[tuple[str, str]] = []
+        trainer = learn_merges(words, list(counts.values()), join)  # score: the pair's count
+        while len(vocab) < vocab_size and (pair := next(trainer, None)) is not None:
+            merges.append((vocab[pair[0]], vocab[pair[1]]))
+        return cls(vocab, merges, special_tokens, pattern, eos_token)
 
     # ------------------------------------------------------------------ encoding
     def _encode_piece(self, piece: str) -> list[int]:

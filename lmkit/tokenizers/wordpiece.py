@@ -2,15 +2,15 @@
 
 Encoding one word: take the longest vocabulary entry that starts the word, then the longest entry
 ``"##..."`` (continuation) that starts the rest, and so on; if some position matches nothing, the
-*whole* word becomes ``[UNK]``. Training grows the vocabulary like BPE but merges the pair that
-increases the likelihood of the training data most, instead of the most frequent pair.
+*whole* word becomes ``[UNK]``. Training is BPE's loop (:mod:`lmkit.tokenizers.pair_merges`) with another score:
+it merges the pair that increases the likelihood of the training data most, instead of the most frequent pair.
 """
 
 from __future__ import annotations
 
 import math
 import unicodedata
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from lmkit.tokenizers.base import (
     check_vocab_size,
     split_on_special,
 )
+from lmkit.tokenizers.pair_merges import PairCounts, learn_merges
 
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -122,6 +123,20 @@ def likelihood_gain(c_ab: int, c_a: int, c_b: int, total: int, same: bool) -> fl
     return after + _xlogx(c_ab) - before - (_xlogx(total - c_ab) - _xlogx(total))
 
 
+def likelihood_score(counts: PairCounts, pair: tuple[str, str]) -> float:
+    """WordPiece's score (Schuster & Nakajima): the likelihood gain of merging ``pair``, :func:`likelihood_gain`."""
+    a, b = pair
+    return likelihood_gain(counts.pairs[pair], counts.symbols[a], counts.symbols[b], counts.total, a == b)
+
+
+def ratio_score(counts: PairCounts, pair: tuple[str, str]) -> float:
+    """The often-quoted WordPiece score ``count(ab) / (count(a) count(b))``, without the weight ``count(ab)``."""
+    return counts.pairs[pair] / (counts.symbols[pair[0]] * counts.symbols[pair[1]])
+
+
+SCORES = {"likelihood": likelihood_score, "ratio": ratio_score}
+
+
 def train_wordpiece_vocab(
     word_counts: Counter[str],
     vocab_size: int,
@@ -129,67 +144,35 @@ def train_wordpiece_vocab(
     criterion: str = "likelihood",
     min_frequency: int = 2,
 ) -> list[str]:
-    """Learn WordPiece entries (without special tokens) by repeatedly merging the best-scoring pair.
+    """Learn WordPiece entries (without special tokens): BPE's training loop with another score.
 
-    ``criterion="likelihood"`` merges the pair whose merge increases the training likelihood most
-    (Schuster & Nakajima's rule, :func:`likelihood_gain`); ``"ratio"`` uses the bare score
-    ``count(ab) / (count(a) count(b))``, which favours pairs of rare symbols and so spends a small
-    vocabulary on junk. Only pairs seen at least ``min_frequency`` times compete. Pair and symbol
-    counts are updated locally (only the words containing the merged pair are recounted); the best
-    pair is then found by a scan, because merging changes the scores of many pairs. Ties go to the
-    lexicographically smallest pair, so training is deterministic.
+    Each word starts as its characters, ``prefix`` marking those inside a word (``"hug"`` → ``h ##u ##g``), and
+    merging ``(h, ##u)`` makes ``hu``. ``criterion="likelihood"`` merges the pair whose merge increases the training
+    likelihood most (Schuster & Nakajima's rule, :func:`likelihood_score`); ``"ratio"`` uses the bare score
+    ``count(ab) / (count(a) count(b))`` (:func:`ratio_score`), which favours pairs of rare symbols and so spends a
+    small vocabulary on junk. Only pairs seen at least ``min_frequency`` times compete; ties go to the
+    lexicographically smallest pair, so training is deterministic. The loop is
+    :func:`lmkit.tokenizers.pair_merges.learn_merges`; unlike BPE's count, these scores change for every pair
+    whose symbols' counts change, so the best pair is found by a scan rather than a heap.
     """
-    if criterion not in ("likelihood", "ratio"):
+    if criterion not in SCORES:
         raise ValueError(f"criterion must be 'likelihood' or 'ratio', got {criterion!r}")
     alphabet = _word_alphabet(word_counts, prefix)
     check_vocab_size(vocab_size, len(alphabet), "character alphabet of the corpus")
     vocab = sorted(alphabet)
     known = set(vocab)
     words = [[w[0]] + [prefix + c for c in w[1:]] for w in word_counts]
-    freqs = list(word_counts.values())
-    pair_counts: dict[tuple[str, str], int] = defaultdict(int)
-    symbol_counts: dict[str, int] = defaultdict(int)
-    where: dict[tuple[str, str], set[int]] = defaultdict(set)
-    total = 0
 
-    def count(k: int, sign: int) -> None:  # add (sign=1) or remove (sign=-1) word k's contribution
-        nonlocal total
-        parts, f = words[k], sign * freqs[k]
-        total += f * len(parts)
-        for p in parts:
-            symbol_counts[p] += f
-        for pair in zip(parts, parts[1:], strict=False):
-            pair_counts[pair] += f
-            if sign > 0:
-                where[pair].add(k)
-            elif pair_counts[pair] == 0:
-                del pair_counts[pair]
-
-    def score(pair: tuple[str, str]) -> float:
-        c_ab, c_a, c_b = pair_counts[pair], symbol_counts[pair[0]], symbol_counts[pair[1]]
-        if criterion == "ratio":
-            return c_ab / (c_a * c_b)
-        return likelihood_gain(c_ab, c_a, c_b, total, pair[0] == pair[1])
-
-    for k in range(len(words)):
-        count(k, 1)
-    while len(vocab) < vocab_size:
-        candidates = [p for p, c in pair_counts.items() if c >= min_frequency]
-        if not candidates:
-            break
-        a, b = min(candidates, key=lambda p: (-score(p), p))
+    def join(a: str, b: str) -> str:
         merged = a + b[len(prefix) :]
-        for k in where.pop((a, b)):
-            count(k, -1)
-            parts, i = words[k], 0
-            while i < len(parts) - 1:
-                if parts[i] == a and parts[i + 1] == b:
-                    parts[i : i + 2] = [merged]
-                i += 1
-            count(k, 1)
         if merged not in known:
             known.add(merged)
             vocab.append(merged)
+        return merged
+
+    trainer = learn_merges(words, list(word_counts.values()), join, SCORES[criterion], min_frequency)
+    while len(vocab) < vocab_size and next(trainer, None) is not None:
+        pass
     return vocab
 
 

@@ -21,6 +21,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from lmkit.checks import check_int, check_token_ids
+from lmkit.utils import eval_mode
+
 
 def perplexity(model: nn.Module, token_ids: torch.Tensor, window: int = 2048) -> float:
     """Perplexity of ``model`` on ``token_ids`` ``(N,)`` scored in non-overlapping windows of ``window`` tokens.
@@ -35,15 +38,13 @@ def token_nll(model: nn.Module, token_ids: torch.Tensor, window: int = 2048) -> 
     """``(N,)`` negative log-likelihood in nats of each token given the tokens before it in its window (the windows of
     :func:`perplexity`); NaN at each window's first token, which nothing predicts. ``exp(nanmean)`` is the
     perplexity; the values per position show how the loss falls as the context grows."""
-    if not isinstance(token_ids, torch.Tensor) or token_ids.ndim != 1 or token_ids.numel() < 2:
-        raise ValueError("token_ids must be a 1-D tensor of at least 2 token ids")
-    if window < 2:
-        raise ValueError(f"window must be >= 2, got {window}")
+    check_token_ids("token_ids", token_ids, ndim=1)
+    if token_ids.numel() < 2:
+        raise ValueError(f"token_ids must hold at least 2 token ids, got {token_ids.numel()}")
+    check_int("window", window, minimum=2)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     out = torch.full((token_ids.numel(),), float("nan"))
-    try:
+    with eval_mode(model):
         for start in range(0, token_ids.numel(), window):
             chunk = token_ids[start : start + window].to(device)
             if chunk.numel() < 2:
@@ -51,8 +52,6 @@ def token_nll(model: nn.Module, token_ids: torch.Tensor, window: int = 2048) -> 
             logits = model(chunk[None]).logits[0, :-1].float()
             out[start + 1 : start + chunk.numel()] = nn.functional.cross_entropy(
                 logits, chunk[1:], reduction="none").cpu()
-    finally:
-        model.train(was_training)
     return out
 
 
@@ -63,8 +62,7 @@ def bits_per_byte(total_nll: float, n_bytes: int) -> float:
     >>> round(bits_per_byte(math.log(2) * 80, 10), 6)  # 80 bits over 10 bytes
     8.0
     """
-    if n_bytes < 1:
-        raise ValueError(f"n_bytes must be >= 1, got {n_bytes}")
+    check_int("n_bytes", n_bytes, minimum=1)
     return total_nll / (math.log(2) * n_bytes)
 
 

@@ -17,11 +17,13 @@ The heads work with any backbone whose ``forward(input_ids, attention_mask=...)`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lmkit.checks import check_choice, check_int, choices
 from lmkit.training.objectives import causal_lm_loss
 from lmkit.transformer.pooling import mean_pool
 
@@ -64,6 +66,9 @@ class LastTokenClassifier(nn.Module):
         return self.head(last)  # (B, n_classes)
 
 
+Pooling = Literal["pooler", "cls", "mean"]
+
+
 class SequenceClassifier(nn.Module):
     """BERT style: pool the encoder's final states, dropout, linear classifier.
 
@@ -71,14 +76,11 @@ class SequenceClassifier(nn.Module):
     ``"mean"`` (average over real tokens, as sentence-transformers models such as MiniLM are trained).
     """
 
-    POOLINGS = ("pooler", "cls", "mean")
-
     def __init__(
-        self, backbone: nn.Module, hidden_size: int, n_classes: int, pooling: str = "pooler", dropout: float = 0.1
+        self, backbone: nn.Module, hidden_size: int, n_classes: int, pooling: Pooling = "pooler", dropout: float = 0.1
     ):
         super().__init__()
-        if pooling not in self.POOLINGS:
-            raise ValueError(f"pooling must be one of {self.POOLINGS}, got {pooling!r}")
+        check_choice("pooling", pooling, choices(Pooling))
         self.backbone, self.pooling = backbone, pooling
         self.pooler = nn.Linear(hidden_size, hidden_size) if pooling == "pooler" else None
         self.dropout = nn.Dropout(dropout)
@@ -135,8 +137,7 @@ class GradualUnfreezing:
 
     def stage(self, k: int) -> int:
         """Apply stage ``k`` (>= 0); returns the number of trainable groups."""
-        if k < 0:
-            raise ValueError(f"stage must be >= 0, got {k}")
+        check_int("k", k, minimum=0)
         n_open = min(k + 1, len(self.groups))
         for i, group in enumerate(self.groups):
             set_trainable(group, i >= len(self.groups) - n_open)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lmkit.checks import check_int, check_number
 from lmkit.quant.base import QuantLinear, replace_module
 
 
@@ -33,10 +34,8 @@ class LoRALinear(nn.Module):
         super().__init__()
         if not isinstance(base, (nn.Linear, QuantLinear)):
             raise TypeError(f"LoRA wraps nn.Linear or QuantLinear, got {type(base).__name__}")
-        if r < 1:
-            raise ValueError(f"rank r must be >= 1, got {r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_int("r", r, minimum=1)  # the rank
+        check_number("dropout", dropout, minimum=0.0, below=1.0)
         self.base, self.r, self.alpha = base, r, alpha
         self.scaling = alpha / r
         self.in_features, self.out_features = base.in_features, base.out_features

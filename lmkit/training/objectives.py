@@ -36,24 +36,27 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch.nn import functional as F
+
+from lmkit.checks import check_choice, check_int, check_number, check_token_ids, choices
 
 IGNORE_INDEX = -100
 """Label value that :func:`torch.nn.functional.cross_entropy` skips (its default ``ignore_index``)."""
 
 
 def _check_rate(rate: float, name: str = "corruption_rate") -> None:
-    if not 0.0 < rate < 1.0:
-        raise ValueError(f"{name} must be in (0, 1), got {rate}")
+    """A rate strictly between 0 and 1."""
+    check_number(name, rate, above=0.0, below=1.0)
 
 
-def _check_ids(ids: torch.Tensor, dims: tuple[int, ...] = (1, 2)) -> None:
-    if not torch.is_tensor(ids) or ids.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"token ids must be an integer torch.Tensor, got {getattr(ids, 'dtype', type(ids))}")
-    if ids.dim() not in dims:
-        raise ValueError(f"token ids must have {' or '.join(map(str, dims))} dimensions, got shape {tuple(ids.shape)}")
+def _check_sequences(name: str, ids: torch.Tensor) -> None:
+    """``ids`` is an integer tensor of one sequence ``(T,)`` or a batch ``(B, T)``."""
+    check_token_ids(name, ids, ndim=None)
+    if ids.dim() not in (1, 2):
+        raise ValueError(f"{name} must be a (T,) or (B, T) tensor of token ids, got shape {tuple(ids.shape)}")
 
 
 # ----------------------------------------------------------------------------------------------- next token
@@ -61,7 +64,7 @@ def _check_ids(ids: torch.Tensor, dims: tuple[int, ...] = (1, 2)) -> None:
 
 def next_token_pairs(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and targets for next-token prediction: ``(ids[..., :-1], ids[..., 1:])``. (B, T) -> 2 × (B, T-1)."""
-    _check_ids(ids)
+    _check_sequences("ids", ids)
     if ids.shape[-1] < 2:
         raise ValueError("next-token prediction needs sequences of at least 2 tokens")
     return ids[..., :-1], ids[..., 1:]
@@ -100,10 +103,10 @@ def bert_mlm_mask(
     exist because ``[MASK]`` never appears at fine-tuning time: the model must build a good
     representation of *every* token, not only of masks.
     """
-    _check_ids(ids)
+    _check_sequences("ids", ids)
     _check_rate(mlm_probability, "mlm_probability")
-    if not 0 <= mask_id < vocab_size:
-        raise ValueError(f"mask_id {mask_id} is outside the vocabulary [0, {vocab_size})")
+    check_int("vocab_size", vocab_size, minimum=1)
+    check_int("mask_id", mask_id, 0, vocab_size - 1)  # an id of the vocabulary
     # Random numbers are drawn on the CPU (where a data pipeline's generator lives), then moved.
     special = torch.isin(ids, torch.tensor(list(special_ids), dtype=ids.dtype, device=ids.device))
     chosen = (torch.rand(ids.shape, generator=generator).to(ids.device) < mlm_probability) & ~special
@@ -154,11 +157,9 @@ def _random_segmentation(num_items: int, num_segments: int, generator: torch.Gen
 
 def span_counts(length: int, corruption_rate: float = 0.15, mean_span_length: float = 3.0) -> tuple[int, int]:
     """``(n_noise_tokens, n_spans)`` that T5's ``random_spans_noise_mask`` uses for a sequence of ``length``."""
-    if length < 2:
-        raise ValueError(f"a noise mask needs at least 2 tokens, got length {length}")
+    check_int("length", length, minimum=2)  # a noise mask needs a clean and a corrupted token
     _check_rate(corruption_rate)
-    if mean_span_length < 1:
-        raise ValueError(f"mean_span_length must be >= 1, got {mean_span_length}")
+    check_number("mean_span_length", mean_span_length, minimum=1)
     num_noise = min(max(round(length * corruption_rate), 1), length - 1)
     num_spans = max(round(num_noise / mean_span_length), 1)
     return num_noise, num_spans
@@ -219,7 +220,8 @@ def noise_span_to_unique_sentinel(
     return out[~(noise_mask & ~first_noise)]
 
 
-STYLES = ("mass", "replace_spans", "drop")
+DenoisingStyle = Literal["mass", "replace_spans", "drop"]
+STYLES = choices(DenoisingStyle)
 
 
 @dataclass
@@ -233,7 +235,7 @@ class DenoisingExample:
 
 def t5_denoise(
     tokens: torch.Tensor,
-    style: str = "replace_spans",
+    style: DenoisingStyle = "replace_spans",
     corruption_rate: float = 0.15,
     mean_span_length: float | None = 3.0,
     mask_id: int | None = None,
@@ -253,9 +255,8 @@ def t5_denoise(
     The last two shorten the target to about ``corruption_rate`` of the length (+ one sentinel per span),
     which is why T5 chose them: the decoder, whose cost grows with target length, does much less work.
     """
-    _check_ids(tokens, (1,))
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    check_token_ids("tokens", tokens, ndim=1)
+    check_choice("style", style, STYLES)
     if noise_mask is None:
         if mean_span_length is None:
             noise_mask = iid_noise_mask(len(tokens), corruption_rate, generator)
@@ -278,8 +279,7 @@ def t5_denoise(
 
 def t5_sentinel_ids(vocab_size: int, n: int = 100) -> list[int]:
     """T5's sentinel ids: ``<extra_id_0>`` is the last id of the vocabulary, ``<extra_id_k>`` = ``vocab_size-1-k``."""
-    if n < 1 or n > vocab_size:
-        raise ValueError(f"need 1 <= n <= vocab_size, got n={n}, vocab_size={vocab_size}")
+    check_int("n", n, 1, vocab_size)
     return [vocab_size - 1 - k for k in range(n)]
 
 
@@ -288,7 +288,7 @@ def t5_sentinel_ids(vocab_size: int, n: int = 100) -> list[int]:
 
 def deshuffle_pair(tokens: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Deshuffling objective: input = the tokens in a random order, target = the original sequence."""
-    _check_ids(tokens, (1,))
+    check_token_ids("tokens", tokens, ndim=1)
     return tokens[torch.randperm(len(tokens), generator=generator).to(tokens.device)], tokens.clone()
 
 
@@ -318,11 +318,10 @@ def bert_style_pair(
         >>> ex.inputs.tolist(), ex.targets.tolist()
         ([10, 11, 0, 0, 14, 15, 16, 17, 18, 19], [10, 11, 12, 13, 14, 15, 16, 17, 18, 19])
     """
-    _check_ids(tokens, (1,))
-    if not 0.0 <= random_token_rate <= 1.0:
-        raise ValueError(f"random_token_rate must be in [0, 1], got {random_token_rate}")
-    if vocab_size < 1 or mask_id < 0:
-        raise ValueError(f"need vocab_size >= 1 and mask_id >= 0, got {vocab_size} and {mask_id}")
+    check_token_ids("tokens", tokens, ndim=1)
+    check_number("random_token_rate", random_token_rate, minimum=0, maximum=1)
+    check_int("vocab_size", vocab_size, minimum=1)
+    check_int("mask_id", mask_id, minimum=0)  # may lie above the ordinary tokens
     if noise_mask is None:
         noise_mask = iid_noise_mask(len(tokens), corruption_rate, generator)
     example = t5_denoise(tokens, "mass", mask_id=mask_id, noise_mask=noise_mask)
@@ -343,23 +342,23 @@ def prefix_lm_pair(
     ``split`` is drawn uniformly from ``1 … T-1`` unless given, so both parts are non-empty and ``torch.cat(pair)``
     is the original sequence.
     """
-    _check_ids(tokens, (1,))
+    check_token_ids("tokens", tokens, ndim=1)
     if len(tokens) < 2:
-        raise ValueError("a prefix LM pair needs at least 2 tokens")
+        raise ValueError(f"a prefix LM pair needs at least 2 tokens, got {len(tokens)}")
     if split is None:
         split = 1 + int(torch.randint(len(tokens) - 1, (), generator=generator))
-    if not 1 <= split <= len(tokens) - 1:
-        raise ValueError(f"split must be in [1, {len(tokens) - 1}] so both parts are non-empty, got {split}")
+    check_int("split", split, 1, len(tokens) - 1)  # both parts non-empty
     return tokens[:split], tokens[split:]
 
 
-T5_OBJECTIVES = ("bert_style", "iid_replace_spans", "prefix_lm", "deshuffling")
+T5Objective = Literal["bert_style", "iid_replace_spans", "prefix_lm", "deshuffling"]
+T5_OBJECTIVES = choices(T5Objective)
 """The objectives of T5's Table 4 that :func:`objective_pair` builds (plus the i.i.d. replace-spans variant)."""
 
 
 def objective_pair(
     tokens: torch.Tensor,
-    objective: str,
+    objective: T5Objective,
     mask_id: int,
     vocab_size: int,
     sentinel_ids: Sequence[int] = (),
@@ -383,6 +382,7 @@ def objective_pair(
     them by fine-tuning each pre-trained model on the same downstream tasks
     (:func:`lmkit.book.experiments.objective_comparison.compare_objectives` does that at toy scale).
     """
+    check_choice("objective", objective, T5_OBJECTIVES)
     if objective == "bert_style":
         ex = bert_style_pair(tokens, mask_id, vocab_size, corruption_rate, generator=generator)
         return ex.inputs, ex.targets
@@ -392,16 +392,17 @@ def objective_pair(
         return ex.inputs, ex.targets
     if objective == "prefix_lm":
         return prefix_lm_pair(tokens, generator)
-    if objective == "deshuffling":
-        return deshuffle_pair(tokens, generator)
-    raise ValueError(f"objective must be one of {T5_OBJECTIVES}, got {objective!r}")
+    return deshuffle_pair(tokens, generator)  # "deshuffling"
 
 
 # -------------------------------------------------------------------------------------- scheduled sampling
 
 
+Schedule = Literal["linear", "exponential", "inverse_sigmoid"]
+
+
 def teacher_forcing_probability(
-    step: int, schedule: str = "inverse_sigmoid", k: float = 100.0, c: float = 1e-3, minimum: float = 0.0
+    step: int, schedule: Schedule = "inverse_sigmoid", k: float = 100.0, c: float = 1e-3, minimum: float = 0.0
 ) -> float:
     """Probability ε_i of feeding the *gold* token at training step ``i`` (Bengio et al., 2015, Sec. 2.4).
 
@@ -412,19 +413,17 @@ def teacher_forcing_probability(
     Early in training ε ≈ 1 (teacher forcing); it decays so the model learns to continue from its own
     (imperfect) predictions, as it must at inference time.
     """
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
+    check_int("step", step, minimum=0)
+    check_choice("schedule", schedule, choices(Schedule))
     if schedule == "linear":
         return max(minimum, k - c * step)
     if schedule == "exponential":
         if not 0 < k < 1:
             raise ValueError(f"the exponential schedule needs 0 < k < 1, got {k}")
         return max(minimum, k**step)
-    if schedule == "inverse_sigmoid":
-        if k < 1:
-            raise ValueError(f"the inverse sigmoid schedule needs k >= 1, got {k}")
-        return max(minimum, k / (k + math.exp(min(step / k, 700.0))))
-    raise ValueError(f"schedule must be 'linear', 'exponential' or 'inverse_sigmoid', got {schedule!r}")
+    if k < 1:
+        raise ValueError(f"the inverse sigmoid schedule needs k >= 1, got {k}")
+    return max(minimum, k / (k + math.exp(min(step / k, 700.0))))
 
 
 def scheduled_sampling_inputs(
@@ -444,9 +443,8 @@ def scheduled_sampling_inputs(
     one parallel pass stand in for the RNN's step-by-step ones: the two-pass approximation of
     Mihaylova & Martins, 2019.) ``teacher_probability=1`` is exactly teacher forcing.
     """
-    _check_ids(ids, (2,))
-    if not 0.0 <= teacher_probability <= 1.0:
-        raise ValueError(f"teacher_probability must be in [0, 1], got {teacher_probability}")
+    check_token_ids("ids", ids)
+    check_number("teacher_probability", teacher_probability, minimum=0, maximum=1)
     if teacher_probability == 1.0:
         return ids
     with torch.no_grad():

@@ -11,4 +11,7 @@
   these pieces: BERT, GPT-2 or LLaMA by configuration, and an encoder–decoder.
 * :mod:`~lmkit.transformer.counting` — parameter counts and FLOPs per token of the published models (GPT-1/2/3, BERT,
   RoBERTa, T5), computed from their papers' configurations.
+
+Nothing is re-exported here: each section of the book reads one piece (a mask, a position scheme), and
+``model`` assembles them all; import the module you need.
 """

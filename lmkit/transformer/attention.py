@@ -18,8 +18,9 @@ dropout is inactive, and falls back to the explicit computation otherwise. ``imp
 instead of a dozen, which matters when decoding one token at a time is bound by per-op overhead.
 
 :meth:`MultiHeadAttention.fuse_qkv` concatenates the three projection weights of a self-attention layer into one
-``qkv_proj`` (one matmul reads all of them; its output is split back into ``q``, ``k``, ``v``): the same result,
-fewer calls — what the fast decoding paths of :mod:`lmkit.quant.fast_linear` use.
+``qkv_proj`` with :func:`concat_linears` (one matmul reads all of them; its output is split back into ``q``, ``k``,
+``v``): the same result, fewer calls — what the fast decoding paths of :mod:`lmkit.quant.fast_linear` use (the
+SwiGLU FFN fuses its gate and up projections the same way).
 """
 
 from __future__ import annotations
@@ -38,12 +39,46 @@ from lmkit.transformer.positions import RopePairing, apply_rope
 AttentionImpl = Literal["eager", "flash", "sdpa"]
 
 
+@torch.no_grad()
+def concat_linears(*linears: nn.Linear) -> nn.Linear:
+    """One ``nn.Linear`` whose output is the outputs of ``linears`` side by side: their weights (and biases) stacked
+    along the output dimension. All must read the same input width and all have a bias or none::
+
+        >>> a, b = nn.Linear(4, 2), nn.Linear(4, 3)
+        >>> ab = concat_linears(a, b)
+        >>> x = torch.randn(5, 4)
+        >>> ab.out_features, torch.allclose(ab(x), torch.cat([a(x), b(x)], dim=-1))
+        (5, True)
+
+    ``y.split((2, 3), dim=-1)`` gives the two outputs back. The new layer copies the weights (dtype and device kept):
+    float ``nn.Linear`` only, so fuse before quantizing.
+    """
+    if not linears or any(not isinstance(lin, nn.Linear) for lin in linears):
+        got = [type(lin).__name__ for lin in linears]
+        raise TypeError(f"concat_linears needs one or more nn.Linear layers (fuse before quantizing), got {got}")
+    widths, biased = {lin.in_features for lin in linears}, {lin.bias is not None for lin in linears}
+    if len(widths) != 1:
+        raise ValueError(f"concat_linears needs layers that read the same width, got in_features {sorted(widths)}")
+    if len(biased) != 1:
+        raise ValueError("concat_linears needs layers that all have a bias or none has")
+    w = linears[0].weight
+    fused = nn.Linear(w.shape[1], sum(lin.out_features for lin in linears), bias=biased.pop(), device=w.device,
+                      dtype=w.dtype)
+    fused.weight.copy_(torch.cat([lin.weight for lin in linears]))  # (sum of out, in)
+    if fused.bias is not None:
+        fused.bias.copy_(torch.cat([lin.bias for lin in linears]))
+    return fused
+
+
 class MultiHeadAttention(nn.Module):
     """Self- or cross-attention with ``n_heads`` query heads and ``n_kv_heads`` key/value heads.
 
     The four projections are plain ``nn.Linear`` attributes ``q_proj, k_proj, v_proj, o_proj`` (after
     :meth:`fuse_qkv`: ``qkv_proj, o_proj``).
     ``kv_dim`` is the width of the sequence keys/values are read from (the encoder's, for cross-attention).
+    ``impl`` is this layer's own attribute, read at every call: setting ``attn.impl = "sdpa"`` on a built model
+    switches the implementation (as :func:`lmkit.quant.fast_linear.prepare_for_decoding` does) without touching the
+    frozen config the model was built from.
     """
 
     def __init__(
@@ -76,23 +111,12 @@ class MultiHeadAttention(nn.Module):
         self.qkv_proj: nn.Linear | None = None  # set by fuse_qkv()
         self.attn_dropout = nn.Dropout(dropout)
 
-    @torch.no_grad()
     def fuse_qkv(self) -> None:
-        """Replace ``q_proj``, ``k_proj``, ``v_proj`` by one ``qkv_proj`` whose output rows are theirs, stacked.
-
-        For self-attention only (cross-attention reads keys and values from another sequence)."""
-        parts = (self.q_proj, self.k_proj, self.v_proj)
-        if any(not isinstance(p, nn.Linear) for p in parts):
-            raise TypeError("fuse_qkv needs the three projections as nn.Linear (fuse before quantizing)")
-        if len({p.in_features for p in parts}) != 1:
-            raise ValueError("fuse_qkv is for self-attention: q, k and v must read the same width")
-        w = self.q_proj.weight
-        fused = nn.Linear(w.shape[1], sum(p.out_features for p in parts), bias=self.q_proj.bias is not None,
-                          device=w.device, dtype=w.dtype)
-        fused.weight.copy_(torch.cat([p.weight for p in parts]))
-        if fused.bias is not None:
-            fused.bias.copy_(torch.cat([p.bias for p in parts]))
-        self.qkv_proj, self.q_proj, self.k_proj, self.v_proj = fused, None, None, None
+        """Replace ``q_proj``, ``k_proj``, ``v_proj`` by one ``qkv_proj`` whose output rows are theirs, stacked
+        (:func:`concat_linears`). For self-attention only: cross-attention reads keys and values from another
+        sequence (another width, in general)."""
+        self.qkv_proj = concat_linears(self.q_proj, self.k_proj, self.v_proj)
+        self.q_proj = self.k_proj = self.v_proj = None
 
     def _project(self, x: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries ``(B, H, T, D)`` from ``x``; keys and values ``(B, H_kv, S_new, D)`` from ``source``."""

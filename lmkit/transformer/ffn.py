@@ -19,7 +19,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lmkit.checks import choices
+from lmkit.checks import check_choice, choices
+from lmkit.transformer.attention import concat_linears
 
 Activation = Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu"]
 ACTIVATIONS: tuple[str, ...] = choices(Activation)
@@ -54,8 +55,7 @@ class FeedForward(nn.Module):
         self, d_model: int, d_ff: int, activation: Activation = "gelu", bias: bool = True, dropout: float = 0.0
     ) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+        check_choice("activation", activation, ACTIVATIONS)
         self.activation = activation
         self.up_proj = nn.Linear(d_model, d_ff, bias=bias)
         self.gate_proj = nn.Linear(d_model, d_ff, bias=bias) if activation == "swiglu" else None
@@ -63,19 +63,15 @@ class FeedForward(nn.Module):
         self.gate_up_proj: nn.Linear | None = None  # set by fuse_gate_up()
         self.dropout = nn.Dropout(dropout)
 
-    @torch.no_grad()
     def fuse_gate_up(self) -> None:
-        """SwiGLU: replace ``gate_proj`` and ``up_proj`` by one ``gate_up_proj`` (their rows stacked): one matmul
-        instead of two on the same input, split back into the two halves."""
-        if not isinstance(self.gate_proj, nn.Linear) or not isinstance(self.up_proj, nn.Linear):
-            raise TypeError("fuse_gate_up needs a SwiGLU FFN with nn.Linear gate/up projections (fuse, then quantize)")
-        w = self.up_proj.weight
-        fused = nn.Linear(w.shape[1], 2 * w.shape[0], bias=self.up_proj.bias is not None, device=w.device,
-                          dtype=w.dtype)
-        fused.weight.copy_(torch.cat([self.gate_proj.weight, self.up_proj.weight]))
-        if fused.bias is not None:
-            fused.bias.copy_(torch.cat([self.gate_proj.bias, self.up_proj.bias]))
-        self.gate_up_proj, self.gate_proj, self.up_proj = fused, None, None
+        """SwiGLU: replace ``gate_proj`` and ``up_proj`` by one ``gate_up_proj`` (their rows stacked,
+        :func:`~lmkit.transformer.attention.concat_linears`): one matmul instead of two on the same input, split back
+        into the two halves."""
+        if self.gate_proj is None:
+            state = "already fused" if self.gate_up_proj is not None else f"activation {self.activation!r}"
+            raise TypeError(f"fuse_gate_up needs a SwiGLU FFN with separate gate and up projections, got {state}")
+        self.gate_up_proj = concat_linears(self.gate_proj, self.up_proj)
+        self.gate_proj = self.up_proj = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
         if self.gate_up_proj is not None:

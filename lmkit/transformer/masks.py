@@ -22,26 +22,21 @@ from typing import Literal
 
 import torch
 
-from lmkit.checks import choices
+from lmkit.checks import check_int, choices
 
 MaskKind = Literal["bidirectional", "causal", "prefix_lm"]
 MASK_KINDS: tuple[str, ...] = choices(MaskKind)
 
 
-def _check_length(n: int) -> None:
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"sequence length must be a positive int, got {n!r}")
-
-
 def bidirectional_mask(n: int, device: torch.device | str | None = None) -> torch.Tensor:
     """``(n, n)`` all ``True``: the encoder's mask (BERT)."""
-    _check_length(n)
+    check_int("sequence length", n, minimum=1)
     return torch.ones(n, n, dtype=torch.bool, device=device)
 
 
 def causal_mask(n: int, device: torch.device | str | None = None) -> torch.Tensor:
     """``(n, n)`` lower-triangular: query i sees keys 0..i (GPT, LLaMA)."""
-    _check_length(n)
+    check_int("sequence length", n, minimum=1)
     return torch.ones(n, n, dtype=torch.bool, device=device).tril()
 
 
@@ -50,7 +45,7 @@ def prefix_lm_mask(n: int, prefix_len: int, device: torch.device | str | None = 
 
     ``prefix_len=0`` gives the causal mask and ``prefix_len=n`` the bidirectional one.
     """
-    _check_length(n)
+    check_int("sequence length", n, minimum=1)
     if not 0 <= prefix_len <= n:
         raise ValueError(f"prefix_len must be in [0, {n}], got {prefix_len}")
     mask = causal_mask(n, device)

@@ -21,6 +21,7 @@ A block is ``x = x + Attention(Norm(x)); x = x + FFN(Norm(x))`` (pre-norm) or
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,7 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from lmkit.checks import check_choice, choices
+from lmkit.checks import check_choice, check_token_ids, choices
 from lmkit.transformer import masks
 from lmkit.transformer.attention import AttentionImpl, MultiHeadAttention
 from lmkit.transformer.ffn import Activation, FeedForward
@@ -70,10 +71,18 @@ FAMILIES: dict[str, dict[str, Any]] = {
 }
 """The switches that make a :class:`TransformerConfig` BERT, GPT-2 or LLaMA (sizes are given separately)."""
 
+ROPE_FIELDS = ("rope_theta", "rope_pairing", "rope_scaling", "rope_factor", "rope_original_max_positions")
+"""The config fields :meth:`Transformer.set_rope` may change on a built model (all the others shaped its layers)."""
 
-@dataclass
+
+@dataclass(frozen=True)
 class TransformerConfig:
-    """Everything that distinguishes BERT, GPT-2, LLaMA and a T5-style encoder–decoder (see the module docstring)."""
+    """Everything that distinguishes BERT, GPT-2, LLaMA and a T5-style encoder–decoder (see the module docstring).
+
+    Frozen: a model is built from its config, so a config changed afterwards would describe another model than the
+    one in memory. Derive a variant instead, ``dataclasses.replace(cfg, rope_pairing="half")`` (the checks below run
+    again), and build the model from it; :meth:`Transformer.set_rope` changes the RoPE settings of a built model.
+    """
 
     vocab_size: int
     d_model: int
@@ -108,6 +117,8 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         check_choice("positions", self.positions, choices(PositionKind))
+        check_choice("rope_pairing", self.rope_pairing, choices(RopePairing))
+        check_choice("rope_scaling", self.rope_scaling, (None, *choices(RopeScaling)))
         check_choice("norm", self.norm, choices(NormKind))
         check_choice("norm_placement", self.norm_placement, choices(NormPlacement))
         check_choice("mask", self.mask, masks.MASK_KINDS)
@@ -247,6 +258,24 @@ class Transformer(nn.Module):
             self.register_buffer("inv_freq", inv_freq, persistent=False)
             self.rope_attention_factor = rope_attention_factor(cfg.rope_scaling, cfg.rope_factor)
 
+    def set_rope(self, **changes: Any) -> None:
+        """Change the RoPE settings of this built model (the weights stay): ``self.config`` becomes a copy with
+        ``changes`` (checked again by the config) and the frequencies are recomputed. For instance, to stretch a model
+        trained on 64 positions to 256 with YaRN::
+
+            model.set_rope(rope_scaling="yarn", rope_factor=4.0, rope_original_max_positions=64)
+
+        Only the fields in :data:`ROPE_FIELDS` may change: they are read at run time (the pairing at every call, the
+        rest through the frequency buffer). Every other field shaped the layers when they were built (sizes, norms,
+        the attention implementation the blocks were given): changing it means building a new model from
+        ``dataclasses.replace(model.config, ...)``.
+        """
+        fixed = sorted(set(changes) - set(ROPE_FIELDS))
+        if fixed:
+            raise ValueError(f"set_rope changes only {ROPE_FIELDS}, got {fixed}: build a new model for those")
+        self.config = dataclasses.replace(self.config, **changes)
+        self.rebuild_buffers()
+
     def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, token_type_ids: torch.Tensor | None):
         """Token (+ position, + segment) embeddings ``(B, T, C)``, normalised (BERT) and dropped out."""
         x = self.tok_emb(input_ids)  # (B, T, C)
@@ -323,12 +352,12 @@ class Transformer(nn.Module):
         logits = self.lm_head(x) if self.lm_head is not None else None  # (B, T, V)
         return TransformerOutput(logits=logits, hidden_states=x, attentions=a.attentions)
 
-    @staticmethod
-    def _check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, past: int) -> torch.Tensor | None:
-        """Validate the shapes; return the mask as bool (or None)."""
-        if input_ids.ndim != 2 or input_ids.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"input_ids must be an integer (batch, length) tensor, got {input_ids.dtype} "
-                             f"of shape {tuple(input_ids.shape)}")
+    def _check_inputs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, past: int
+    ) -> torch.Tensor | None:
+        """Validate the ids (an integer ``(B, T)`` tensor inside the vocabulary) and the mask's shape; return the
+        mask as bool (or None)."""
+        check_token_ids("input_ids", input_ids, self.config.vocab_size)
         if attention_mask is None:
             return None
         B, T = input_ids.shape
@@ -358,9 +387,9 @@ class EncoderDecoder(nn.Module):
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
-        enc_cfg = TransformerConfig(**{**cfg.__dict__, "mask": "bidirectional", "lm_head": False,
-                                       "tie_embeddings": False, "cross_attention": False})
-        dec_cfg = TransformerConfig(**{**cfg.__dict__, "mask": "causal", "cross_attention": True})
+        enc_cfg = dataclasses.replace(cfg, mask="bidirectional", lm_head=False, tie_embeddings=False,
+                                      cross_attention=False)
+        dec_cfg = dataclasses.replace(cfg, mask="causal", cross_attention=True)
         self.encoder = Transformer(enc_cfg)
         self.decoder = Transformer(dec_cfg)
         self.encoder.tok_emb = self.decoder.tok_emb  # shared vocabulary embedding

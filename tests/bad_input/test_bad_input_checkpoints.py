@@ -24,7 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from lmkit.training import objectives, recipe
+from lmkit.training import checkpoint, objectives, recipe
 
 VOCAB, CTX, STEPS = 40, 16, 10
 CFG = recipe.TrainConfig(max_steps=STEPS, lr=3e-2, warmup_steps=2, progress=False)
@@ -66,7 +66,7 @@ def child(point: str, path: str) -> None:
     """Train, saving every 2 steps; die by SIGKILL at ``point`` of the third save (or at a random moment)."""
     torch.set_num_threads(1)
     saves = {"n": 0}
-    write, replace, sync_dir = recipe._write_durably, os.replace, recipe._sync_dir
+    write, replace, sync_dir = checkpoint._write_durably, os.replace, checkpoint._sync_dir
 
     def third() -> bool:
         return saves["n"] == 3
@@ -93,8 +93,8 @@ def child(point: str, path: str) -> None:
             _kill()
         sync_dir(d)
 
-    recipe._write_durably, recipe._sync_dir = patched_write, patched_sync
-    recipe.os.replace = patched_replace  # the module's os is the global one: fine in a child that dies anyway
+    checkpoint._write_durably, checkpoint._sync_dir = patched_write, patched_sync
+    checkpoint.os.replace = patched_replace  # the module's os is the global one: fine in a child that dies anyway
     t = trainer()
     for _ in range(STEPS):
         t.train_step()
@@ -176,7 +176,7 @@ def test_failed_save_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytes
         Path(p).write_bytes(data[:10])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(recipe, "_write_durably", disk_full)
+    monkeypatch.setattr(checkpoint, "_write_durably", disk_full)
     with pytest.raises(OSError, match="No space"):
         trainer().save(path)
     assert sorted(os.listdir(tmp_path)) == ["ckpt.safetensors"]

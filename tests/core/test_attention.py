@@ -86,3 +86,39 @@ def test_additive_scores_match_a_loop():
     q, k = torch.randn(1, 3, 8), torch.randn(1, 4, 8)
     ref = torch.tensor([[[v(torch.tanh(wq(q[0, i]) + wk(k[0, j]))).item() for j in range(4)] for i in range(3)]])
     torch.testing.assert_close(additive_scores(q, k, wq, wk, v), ref)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_concat_linears_is_the_layers_side_by_side(bias):
+    """One helper stacks Linears along the output dimension; fused attention and a fused SwiGLU FFN both use it."""
+    from lmkit.transformer.attention import concat_linears
+    from lmkit.transformer.ffn import FeedForward
+
+    torch.manual_seed(0)
+    parts = [torch.nn.Linear(8, n, bias=bias).double() for n in (4, 2, 2)]
+    fused = concat_linears(*parts)
+    x = torch.randn(3, 8, dtype=torch.double)
+    assert (fused.in_features, fused.out_features, fused.weight.dtype) == (8, 8, torch.double)
+    assert (fused.bias is not None) == bias
+    torch.testing.assert_close(fused(x), torch.cat([p(x) for p in parts], dim=-1), rtol=0, atol=1e-15)
+
+    attn, ffn = MultiHeadAttention(16, 4, n_kv_heads=2, bias=bias), FeedForward(16, 24, "swiglu", bias=bias)
+    h = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        want_attn, want_ffn = attn(h), ffn(h)
+        attn.fuse_qkv()
+        ffn.fuse_gate_up()
+        assert attn.q_proj is None and attn.qkv_proj.out_features == 16 + 2 * 8
+        assert ffn.gate_proj is None and ffn.gate_up_proj.out_features == 48
+        torch.testing.assert_close(attn(h), want_attn, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(ffn(h), want_ffn, rtol=1e-6, atol=1e-6)
+    with pytest.raises(TypeError, match="fuse before quantizing"):
+        attn.fuse_qkv()  # already fused: no q_proj left
+    with pytest.raises(TypeError, match="already fused"):
+        ffn.fuse_gate_up()
+    with pytest.raises(TypeError, match="activation 'gelu'"):
+        FeedForward(16, 24, "gelu").fuse_gate_up()
+    with pytest.raises(ValueError, match=r"same width, got in_features \[4, 8\]"):
+        concat_linears(torch.nn.Linear(8, 2), torch.nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="all have a bias or none"):
+        concat_linears(torch.nn.Linear(8, 2), torch.nn.Linear(8, 2, bias=False))

@@ -129,8 +129,10 @@ def test_kv_cache_smollm2_by_hand():
 def test_bad_inputs():
     with pytest.raises(ValueError):
         naive_attention_io(0, 4)
-    with pytest.raises(ValueError, match="loop"):
+    with pytest.raises(ValueError, match=r"^loop must be one of \('fa1', 'fa2'\), got 'fa3'$"):
         flash_attention_io(8, 4, 2, 2, loop="fa3")
+    with pytest.raises(ValueError, match=r"^pass_ must be one of \('forward', 'backward'\), got 'both'$"):
+        attention_flops(4, 4, 2, pass_="both")
     with pytest.raises(ValueError, match="head_dim"):
         transformer_forward_flops(1, 10, 3, 4, 8)
     with pytest.raises(ValueError):

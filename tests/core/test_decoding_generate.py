@@ -17,11 +17,16 @@ How the comparison is made fair:
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from lmkit.decoding import beam_search, beam_tree, generate
+from lmkit.decoding.beam import BeamHypotheses, length_normalised
+from lmkit.decoding.step import prepare_decoding
 from lmkit.loaders.hf import from_hf_gpt2
 
 VOCAB = 300
@@ -294,6 +299,8 @@ def test_all_tokens_filtered_is_a_clear_error(model, prompts):
         ({"num_beams": 2, "length_penalty": float("nan")}, "length_penalty"),
         ({"min_new_tokens": 3}, "eos_token_id"),
         ({"stop_strings": "x"}, "decode"),
+        ({"stop_strings": "x", "decode": str}, "pad_token_id"),
+        ({"num_beams": 2, "stop_strings": "x", "decode": str}, "pad_token_id"),
         ({"eos_token_id": -1}, "eos_token_id"),
         ({"attention_mask": torch.ones(1, 3, dtype=torch.bool)}, "does not match"),
         ({"attention_mask": torch.tensor([[True] * 6 + [False]])}, "LEFT"),
@@ -333,6 +340,89 @@ def test_recorded_tree_contains_the_returned_beams(model, prompts):
         generated = seq[ids.shape[1] :].tolist()
         match = [s for path, s in finished.items() if list(path) == generated[: len(path)]]
         assert match and any(abs(s - float(score)) < 1e-6 for s in match)
+
+
+def test_length_normalised_score_by_hand():
+    # -6 over 3 tokens: alpha = 1 gives -2, alpha = 2 gives -6/9, alpha = 0 the raw sum, alpha = -1 gives -18
+    for alpha, expected in ((1.0, -2.0), (2.0, -6.0 / 9.0), (0.0, -6.0), (-1.0, -18.0)):
+        assert float(length_normalised(torch.tensor(-6.0), 3, alpha)) == pytest.approx(expected)
+
+
+def test_beam_hypotheses_keep_the_n_best():
+    hyps = BeamHypotheses(num_beams=2, length_penalty=1.0, early_stopping=False, max_new_tokens=10)
+    assert len(hyps) == 0 and hyps.worst_score == float("-inf")
+    hyps.add([1, 2], -3.0)
+    assert hyps.worst_score == float("-inf")  # not full yet: anything enters
+    hyps.add([1, 3], -1.0)
+    hyps.add([1, 4], -2.0)  # beats -3.0, which drops out
+    hyps.add([1, 5], -5.0)  # worse than the worst kept: not kept
+    hyps.add([1, 6], -2.0)  # a tie with the worst does not enter (it must do better)
+    assert hyps.best == [(-1.0, [1, 3]), (-2.0, [1, 4])]
+    assert hyps.worst_score == -2.0
+
+
+def full_hypotheses(early_stopping, length_penalty=1.0) -> BeamHypotheses:
+    """Two kept hypotheses, worst score -2, at most 10 new tokens."""
+    hyps = BeamHypotheses(num_beams=2, length_penalty=length_penalty, early_stopping=early_stopping, max_new_tokens=10)
+    hyps.add([1, 3], -1.0)
+    hyps.add([1, 4], -2.0)
+    return hyps
+
+
+def test_beam_hypotheses_done_under_each_early_stopping_mode():
+    running = torch.tensor
+    # not full: never done while a beam runs, whatever the mode
+    for mode in (True, False, "never"):
+        hyps = BeamHypotheses(num_beams=2, length_penalty=1.0, early_stopping=mode, max_new_tokens=10)
+        hyps.add([1, 3], -1.0)
+        assert not hyps.is_done(running(-100.0), 3)
+    # True: done as soon as num_beams are kept, even if a running beam scores better (-0.3 / 3 = -0.1 > -2)
+    assert full_hypotheses(True).is_done(running(-0.3), 3)
+    # False: best running -7 over the current 3 tokens is -2.33 <= -2: done; -5 / 3 = -1.67 > -2: not done
+    assert full_hypotheses(False).is_done(running(-7.0), 3)
+    assert not full_hypotheses(False).is_done(running(-5.0), 3)
+    # "never" with alpha > 0 divides by the longest possible length: -7 / 10 = -0.7 > -2, not done
+    assert not full_hypotheses("never").is_done(running(-7.0), 3)
+    assert full_hypotheses("never").is_done(running(-25.0), 3)  # -25 / 10 = -2.5 <= -2
+    # "never" with alpha <= 0 is False's test: alpha = 0 compares raw sums, -1.5 > -2 but -2.5 is not
+    assert full_hypotheses("never", 0.0).is_done(running(-2.5), 3)
+    assert not full_hypotheses("never", 0.0).is_done(running(-1.5), 3)
+    # no running beam left (score -inf): done even when not full; and done stays done
+    hyps = BeamHypotheses(num_beams=2, length_penalty=1.0, early_stopping=False, max_new_tokens=10)
+    assert hyps.is_done(running(float("-inf")), 3)
+    assert hyps.is_done(running(0.0), 4)
+
+
+def test_generate_and_beam_search_share_one_preparation(model, prompts, monkeypatch):
+    """``generate(num_beams=3)`` and ``beam_search`` resolve the same settings through ``prepare_decoding``; greedy
+    decoding follows the same pad rule (pad_token_id, else the first EOS id) and differs only where it must."""
+    setups = []
+
+    def spy(*args, **kwargs):
+        setups.append(prepare_decoding(*args, **kwargs))
+        return setups[-1]
+
+    # the modules by name: as an attribute of lmkit.decoding, ``generate`` is the function, not the module
+    for module in ("lmkit.decoding.generate", "lmkit.decoding.beam"):
+        monkeypatch.setattr(importlib.import_module(module), "prepare_decoding", spy)
+    ids = prompts[0]
+    settings = dict(num_beams=3, eos_token_id=[7, 9], length_penalty=0.5, repetition_penalty=1.2, do_sample=True)
+    generate(model, ids, 4, generator=torch.Generator().manual_seed(0), **settings)
+    beam_search(model, ids, 4, generator=torch.Generator().manual_seed(0), **settings)
+    generate(model, ids, 4, **{**settings, "num_beams": 1})
+    via_generate, direct, greedy = setups
+    for setup in (via_generate, direct):
+        assert setup.config == via_generate.config and setup.config.num_beams == 3
+        assert setup.beam and setup.candidates_per_beam == 3  # 1 + two EOS ids
+        assert setup.pad_id == 7 and setup.eos.tolist() == [7, 9]
+        assert torch.equal(setup.input_ids, ids) and setup.mask.all()
+    assert [type(p) for p in via_generate.processors] == [type(p) for p in direct.processors]
+    assert [type(s) for s in via_generate.stop] == [type(s) for s in direct.stop]
+    assert not greedy.beam and greedy.candidates_per_beam == 1 and greedy.pad_id == 7
+    assert greedy.config == dataclasses.replace(direct.config, num_beams=1)
+    for kwargs, pad in (({"pad_token_id": PAD, "eos_token_id": 5}, PAD), ({}, None)):
+        for beam in (False, True):
+            assert prepare_decoding(model, ids, None, {"max_new_tokens": 2, **kwargs}, beam=beam).pad_id == pad
 
 
 @pytest.mark.slow

@@ -83,6 +83,8 @@ def test_bias_bad_codes_and_bytes():
         Int8Linear(torch.zeros(4, 4), torch.ones(4))
     with pytest.raises(ValueError, match="one scale per output row"):
         Int8Linear(torch.zeros(4, 4, dtype=torch.int8), torch.ones(3))
+    with pytest.raises(ValueError, match=r"^threshold must be a finite number >= 0.0, got -1.0$"):
+        Int8Linear(torch.zeros(4, 4, dtype=torch.int8), torch.ones(4), threshold=-1.0)
 
 
 def test_fbgemm_is_used_where_the_cpu_has_vnni():
@@ -212,6 +214,8 @@ def test_fast_paths_convert_every_linear_and_stay_close(tiny):
         ref = tiny(ids).logits
         fast32 = prepare_for_decoding(copy.deepcopy(tiny), "float32")  # fused + PyTorch's attention op
         torch.testing.assert_close(fast32(ids).logits, ref, rtol=1e-5, atol=1e-5)
+        assert [b.attn.impl for b in fast32.blocks] == ["sdpa", "sdpa"]  # each layer's own switch ...
+        assert fast32.config == tiny.config  # ... the frozen config still says how the model was built
         int8 = prepare_for_decoding(copy.deepcopy(tiny), "int8")
         assert isinstance(int8.lm_head, Int8Linear)  # the tied head too
         # LLM.int8()'s outlier threshold (the paper's 6.0) in every layer unless told otherwise
@@ -226,7 +230,7 @@ def test_fast_paths_convert_every_linear_and_stay_close(tiny):
         assert not any(type(m) is nn.Linear for m in bf16.modules())
         assert weight_bytes_per_token(bf16) * 2 == weight_bytes_per_token(tiny)
         torch.testing.assert_close(bf16(ids).logits.float(), ref, rtol=0.05, atol=0.05 * float(ref.abs().max()))
-    with pytest.raises(ValueError, match="unknown format"):
+    with pytest.raises(ValueError, match=r"^fmt must be one of \('float32', 'bfloat16', 'int8'\), got 'int3'$"):
         prepare_for_decoding(copy.deepcopy(tiny), "int3")
     cfg = tiny.config
     linear = cfg.n_layers * (cfg.d_model * (cfg.d_model + 2 * 32) + cfg.d_model * cfg.d_model + 3 * cfg.d_model * 96)

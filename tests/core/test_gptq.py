@@ -102,6 +102,35 @@ def test_packed_form_and_bad_inputs():
         InputStats(192).add(torch.zeros(3, 7))
 
 
+def test_every_quantizer_states_the_same_rules_in_the_same_words():
+    from lmkit.quant.absmax import quantize_int
+    from lmkit.quant.awq import awq_quantize, search_clip
+    from lmkit.quant.driver import QuantConfig
+    from lmkit.quant.int8_matmul import quantize_int8
+    from lmkit.quant.nf4 import nf_code_values
+
+    W, H = torch.randn(4, 32), torch.eye(32)
+    for run in (lambda b: gptq_quantize(W, H, bits=b), lambda b: obq_quantize(W, H, bits=b),
+                lambda b: rtn_groupwise(W, bits=b), lambda b: quantize_int(W, b), nf_code_values,
+                lambda b: QuantConfig(bits=b)):
+        for bits in (1, 9, 4.0, True):
+            with pytest.raises(ValueError, match=rf"^bits must be an integer in 2..8, got {bits!r}$"):
+                run(bits)
+    for run in (lambda g: gptq_quantize(W, H, group_size=g), lambda g: rtn_groupwise(W, group_size=g),
+                lambda g: search_clip(W, H, group_size=g)):
+        for group in (0, -8, 16.0):
+            with pytest.raises(ValueError, match=rf"^group_size must be a positive int, got {group!r}$"):
+                run(group)
+    with pytest.raises(ValueError, match="^block_size must be a positive int, got 0$"):
+        gptq_quantize(W, H, block_size=0)
+    for run in (lambda w: gptq_quantize(w, H), lambda w: obq_quantize(w, H), rtn_groupwise, quantize_int8,
+                lambda w: awq_quantize(w, H, torch.ones(32))):
+        with pytest.raises(ValueError, match=r"^weight must be a 2-D \(out, in\) matrix, got shape \(32,\)$"):
+            run(W[0])
+    with pytest.raises(ValueError, match=r"^method must be one of \('rtn', 'gptq', 'awq'\), got 'hqq'$"):
+        QuantConfig(method="hqq")
+
+
 def test_input_stats_is_the_mean_hessian():
     X = correlated_inputs(300, 64, dtype=torch.float32)
     st = InputStats(64)

@@ -40,6 +40,31 @@ def test_tiny_gpt2_matches_transformers():
         torch.testing.assert_close(a[1, 5:], b[1, 5:], rtol=1e-5, atol=1e-5)  # padding rows may differ
 
 
+def test_load_state_fills_a_model_strictly_and_ties_the_head():
+    """The loading every loader shares: a tied head may be left out, a built model keeps its dtype, a ``meta`` model
+    takes the tensors themselves (then its tie and RoPE frequencies are back); a missing tensor is named."""
+    from lmkit.loaders.state_dict import load_state
+    from lmkit.transformer.model import Transformer, TransformerConfig
+
+    torch.manual_seed(0)
+    cfg = TransformerConfig(vocab_size=40, d_model=16, n_layers=1, n_heads=2, d_ff=32, tie_embeddings=True)
+    ref = Transformer(cfg).eval()
+    state = {k: v.double() for k, v in ref.state_dict().items() if k != "lm_head.weight"}  # tied: left out
+    built = load_state(Transformer(cfg).train(), state)
+    with torch.device("meta"):
+        meta = Transformer(cfg)
+    meta = load_state(meta, {k: v.float() for k, v in state.items()})
+    ids = torch.randint(0, 40, (2, 7))
+    for model in (built, meta):
+        assert not model.training and model.lm_head.weight is model.tok_emb.weight
+        assert model.tok_emb.weight.dtype == torch.float32
+        with torch.no_grad():
+            torch.testing.assert_close(model(ids).logits, ref(ids).logits)
+    del state["blocks.0.ffn.up_proj.weight"]
+    with pytest.raises(ValueError, match=r"^file\.bin: no tensor for \['up'\] \(1 in all\): the config needs them$"):
+        load_state(Transformer(cfg), state, source={"blocks.0.ffn.up_proj.weight": "up"}, origin="file.bin: ")
+
+
 def test_tiny_bert_matches_transformers():
     from transformers import BertConfig, BertModel
 
@@ -127,18 +152,17 @@ def test_kv_cache_and_left_padding_match_full_forward(smollm2_model, france_ids)
 
 @pytest.mark.slow
 def test_wrong_rope_pairing_ruins_the_model(smollm2_model, hf_llama, smollm2_tokenizer):
-    cfg = smollm2_model.config
-    assert cfg.rope_pairing == "interleaved"  # GGUF's Q/K rows are permuted for it
+    assert smollm2_model.config.rope_pairing == "interleaved"  # GGUF's Q/K rows are permuted for it
     ids = evaluation_tokens(smollm2_tokenizer.encode, 64)
     with torch.no_grad():
         ref = hf_llama(ids[None]).logits.argmax(-1)
         right_ppl = perplexity(smollm2_model, ids)
-        cfg.rope_pairing = "half"
+        smollm2_model.set_rope(rope_pairing="half")  # the same weights, the other rotation
         try:
             wrong = smollm2_model(ids[None]).logits.argmax(-1)
             wrong_ppl = perplexity(smollm2_model, ids)
         finally:
-            cfg.rope_pairing = "interleaved"
+            smollm2_model.set_rope(rope_pairing="interleaved")
     agreement = (wrong == ref).float().mean().item()
     print(f"wrong RoPE pairing: top-1 agreement {agreement:.2f}, perplexity {wrong_ppl:.1f} (right: {right_ppl:.1f})")
     assert agreement < 0.5

@@ -73,11 +73,9 @@ def test_yarn_model_matches_hf_llama_with_yarn_rope():
                               "original_max_position_embeddings": 64}
     hf = LlamaForCausalLM(hf_cfg).eval()
     hf.load_state_dict(hf_plain.state_dict())
-    cfg.rope_scaling, cfg.rope_factor, cfg.rope_original_max_positions = "yarn", 4.0, 64
-    model.rebuild_buffers()
+    model.set_rope(rope_scaling="yarn", rope_factor=4.0, rope_original_max_positions=64)
     ids = torch.randint(0, 64, (1, 200))  # past the trained 64 positions
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, hf(ids).logits, rtol=1e-4, atol=1e-4)
-        cfg.rope_scaling = None  # without YaRN the two disagree
-        model.rebuild_buffers()
+        model.set_rope(rope_scaling=None)  # without YaRN the two disagree
         assert not torch.allclose(model(ids).logits, hf(ids).logits, atol=1e-3)

@@ -45,14 +45,29 @@ def test_greedy_match_length_agrees_with_hf_generate(gpt):
         assert greedy_match_length(gpt, prompt, wrong) == k
 
 
+def test_scoring_runs_without_dropout_and_restores_training_mode(gpt):
+    prompts, candidates = [[1, 2, 5, 9], [4, 4]], [[3, 4], [7]]
+    want = candidate_logprobs(gpt, prompts, candidates)
+    greedy = greedy_match_length(gpt, [5, 1, 9, 2], [3, 4, 5])
+    gpt.train()  # GPT-2's dropout (0.1) would change every score
+    try:
+        torch.testing.assert_close(candidate_logprobs(gpt, prompts, candidates), want)
+        assert gpt.training
+        assert greedy_match_length(gpt, [5, 1, 9, 2], [3, 4, 5]) == greedy and gpt.training
+    finally:
+        gpt.eval()
+
+
 def test_wilson_interval():
     lo, hi = wilson_interval(8, 10)
     assert (round(lo, 3), round(hi, 3)) == (0.49, 0.943)
     assert wilson_interval(0, 20)[0] == 0.0 and wilson_interval(0, 20)[1] > 0.1
     lo, hi = wilson_interval(500, 1000)
     assert hi - lo == pytest.approx(2 * 1.96 * math.sqrt(0.25 / 1000), rel=1e-2)  # large n: the normal interval
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^successes must be an int in \[0, 2\], got 3$"):
         wilson_interval(3, 2)
+    with pytest.raises(ValueError, match="^n must be a positive int, got 0$"):
+        wilson_interval(0, 0)
 
 
 def test_fertility_identities():

@@ -114,5 +114,11 @@ def test_bad_inputs():
         strided_mask(8, 2, part="all")
     with pytest.raises(ValueError, match="pattern"):
         head_masks("dilated", 8, 2, 2)
+    with pytest.raises(ValueError, match="^window must be a positive int, got 0$"):  # named as the caller named it
+        local_mask(8, 0)
+    with pytest.raises(ValueError, match="^sequence length must be a positive int, got 0$"):
+        strided_mask(0, 2)
+    with pytest.raises(ValueError, match=r"^c must be an int in \[1, 4\], got 5$"):
+        fixed_mask(8, 4, c=5)
     with pytest.raises(TypeError):
         sparse_attention(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), torch.ones(2, 2))

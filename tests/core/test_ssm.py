@@ -3,6 +3,8 @@ identities of discretisation (the Van Loan block exponential, the closed form), 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -236,26 +238,38 @@ def test_cache_size_does_not_grow_and_beams_reorder():
 
 def test_scan_methods_give_the_same_gradients():
     torch.manual_seed(5)
-    base = MambaLM(MambaConfig(vocab_size=30, d_model=16, n_layers=2, d_state=4)).double()
+    cfg = MambaConfig(vocab_size=30, d_model=16, n_layers=2, d_state=4)
+    base = MambaLM(cfg).double()
     ids = torch.randint(0, 30, (2, 12))
     grads = {}
     for scan in ("sequential", "associative", "chunked"):
-        base.config.scan = scan
-        base.zero_grad()
-        F.cross_entropy(base(ids).logits[:, :-1].reshape(-1, 30), ids[:, 1:].reshape(-1)).backward()
-        grads[scan] = torch.cat([p.grad.flatten() for p in base.parameters()])
+        model = MambaLM(dataclasses.replace(cfg, scan=scan)).double()  # the config is frozen: a model per scan
+        model.load_state_dict(base.state_dict())  # with the same weights
+        F.cross_entropy(model(ids).logits[:, :-1].reshape(-1, 30), ids[:, 1:].reshape(-1)).backward()
+        grads[scan] = torch.cat([p.grad.flatten() for p in model.parameters()])
     torch.testing.assert_close(grads["associative"], grads["sequential"], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(grads["chunked"], grads["sequential"], rtol=1e-10, atol=1e-12)
 
 
 def test_config_and_input_errors():
-    with pytest.raises(ValueError, match="unknown scan"):
+    with pytest.raises(ValueError, match=r"^scan must be one of \(.*'chunked'.*\), got 'fft'$"):
         MambaConfig(vocab_size=10, d_model=8, n_layers=1, scan="fft")
-    with pytest.raises(ValueError, match="d_state"):
+    with pytest.raises(ValueError, match="^d_state must be a positive int, got 0$"):
         MambaConfig(vocab_size=10, d_model=8, n_layers=1, d_state=0)
-    model = MambaLM(MambaConfig(vocab_size=10, d_model=8, n_layers=1))
-    with pytest.raises(ValueError, match="integer"):
-        model(torch.zeros(1, 3))
+    cfg = MambaConfig(vocab_size=10, d_model=8, n_layers=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.scan = "sequential"
+    model = MambaLM(cfg)
+    bad_ids = [
+        (torch.zeros(1, 3), TypeError, r"^input_ids must be an integer torch.Tensor of token ids, got torch.float32$"),
+        (torch.zeros(3, dtype=torch.long), ValueError,
+         r"^input_ids must be a \(batch, length\) tensor of token ids, got shape \(3,\)$"),
+        (torch.tensor([[0, 10]]), ValueError,
+         r"^input_ids must hold ids in \[0, 10\) \(the vocabulary\), got ids from 0 to 10$"),
+    ]
+    for ids, error, message in bad_ids:
+        with pytest.raises(error, match=message):
+            model(ids)
 
 
 def test_selection_off_makes_delta_b_c_input_independent():

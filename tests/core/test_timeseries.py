@@ -7,7 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmkit.timeseries.forecasting import LinearForecaster, last_value, mae, mse, synthetic_series, windows
+from lmkit.timeseries.forecasting import (
+    LinearForecaster,
+    last_value,
+    mae,
+    mse,
+    seasonal_naive,
+    synthetic_series,
+    windows,
+)
 from lmkit.timeseries.informer import (
     Distilling,
     InformerEncoder,
@@ -23,6 +31,7 @@ from lmkit.timeseries.timellm import (
     revin,
     revin_inverse,
     run_backbone,
+    series_prompt,
     top_lags,
 )
 
@@ -214,6 +223,34 @@ def test_timellm_trains_only_its_adapters_and_learns():
     assert after < 0.7 * before, (before, after)
     with pytest.raises(ValueError):
         tl(torch.randn(2, 40))
+
+
+def test_timellm_prompts_are_left_padded_so_the_patches_follow_every_prompt():
+    model = tiny_llama()
+    tl = TimeLLM(model, CharTokenizer(), seq_len=48, pred_len=12, patch_len=8, stride=4, d_model=16, n_heads=4,
+                 d_ff=16, n_prototypes=20, n_layers=2, description="toy")
+    x = torch.randn(4, 48, generator=torch.Generator().manual_seed(0)) * torch.tensor([[1.0], [10.0], [0.1], [100.0]])
+    ids = [CharTokenizer().encode(p) for p in series_prompt(x, 12, "toy")]
+    assert len({len(i) for i in ids}) > 1  # prompts of different lengths: padding is needed
+    with torch.no_grad():
+        emb, mask = tl.prompt_embeddings(x)
+        for row, prompt in enumerate(ids):
+            assert mask[row].tolist() == [False] * (mask.shape[1] - len(prompt)) + [True] * len(prompt)
+            torch.testing.assert_close(emb[row, mask.shape[1] - len(prompt):], model.tok_emb(torch.tensor(prompt)))
+
+
+def test_sizes_out_of_range_name_the_argument_and_the_range():
+    q, k, v = qkv(L=10)
+    with pytest.raises(ValueError, match=r"^u \(active queries, at most L_Q\) must be an int in \[1, 10\], got 11$"):
+        prob_sparse_attention(q, k, v, u=11)
+    with pytest.raises(ValueError, match="^n_sample must be a positive int, got 0$"):
+        sample_keys(4, 4, 0)
+    with pytest.raises(ValueError, match="^length must be a positive int, got 0$"):
+        default_u(0)
+    with pytest.raises(ValueError, match="^stride must be a positive int, got 0$"):
+        PatchEmbedding(8, 0, 4)
+    with pytest.raises(ValueError, match=r"^period \(at most the window length\) must be an int in \[1, 5\], got 6$"):
+        seasonal_naive(torch.zeros(2, 5), 3, 6)
 
 
 def test_baselines_and_windows():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -12,8 +14,16 @@ from hypothesis import strategies as st
 from lmkit import data
 from lmkit.tokenizers import load_minilm_tokenizer, load_smollm2_tokenizer
 from lmkit.tokenizers.bpe import ByteLevelBPE
-from lmkit.tokenizers.pretokenize import GPT2_PATTERN, GPT4_PATTERN, bytes_to_unicode, split_pieces
-from lmkit.tokenizers.wordpiece import WordPiece
+from lmkit.tokenizers.pair_merges import PairCounts, learn_merges, pair_count
+from lmkit.tokenizers.pretokenize import GPT2_PATTERN, GPT4_PATTERN, PATTERNS, bytes_to_unicode, split_pieces
+from lmkit.tokenizers.wordpiece import (
+    WordPiece,
+    _word_alphabet,
+    bert_normalize,
+    bert_pre_tokenize,
+    likelihood_gain,
+    train_wordpiece_vocab,
+)
 
 tokenizers = pytest.importorskip("tokenizers")
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, trainers  # noqa: E402
@@ -163,6 +173,27 @@ def test_bpe_training_gives_hf_bpe_trainer_merges(pattern):
     assert ours.vocab == sorted(ref["vocab"], key=ref["vocab"].get)
 
 
+def test_pair_merges_heap_equals_scan_and_a_hand_worked_example():
+    """BPE's score is found with a lazy heap, any other with a scan: the same count through both gives the same
+    merges. By hand: "a b a b" x2 and "b a" x1 → (a, b): 4 beats (b, a): 3; then "ab ab" x2 → (ab, ab): 2, while
+    (b, a) is left only in "b a", seen once: with min_count=2 it never merges."""
+
+    def train(words, freqs, score, min_count=1, n=None):
+        words = [list(w) for w in words]
+        merges = list(itertools.islice(learn_merges(words, freqs, lambda a, b: a + b, score, min_count), n))
+        return merges, words
+
+    counts = PairCounts([["a", "b", "a", "b"], ["b", "a"]], [2, 1])
+    assert (dict(counts.pairs), dict(counts.symbols), counts.total) == ({("a", "b"): 4, ("b", "a"): 3},
+                                                                         {"a": 5, "b": 5}, 10)
+    for score in (pair_count, lambda c, p: c.pairs[p]):
+        assert train([["a", "b", "a", "b"], ["b", "a"]], [2, 1], score, 2)[0] == [("a", "b"), ("ab", "ab")]
+        assert train([["a", "b", "a", "b"], ["b", "a"]], [2, 1], score)[0] == [("a", "b"), ("ab", "ab"), ("b", "a")]
+    pieces = Counter(split_pieces(data.pydoc_text()[:20_000], PATTERNS["gpt2"]))
+    words, freqs = [list(p) for p in pieces], list(pieces.values())
+    assert train(words, freqs, pair_count, n=300) == train(words, freqs, lambda c, p: c.pairs[p], n=300)
+
+
 def test_trained_bpe_encodes_like_hf_with_its_vocab():
     text = data.split_text(data.pydoc_text())[0][:100_000]
     ours = ByteLevelBPE.train(text, 800)
@@ -231,6 +262,39 @@ def test_wordpiece_training_and_encoding_match_hf_wordpiece_model(tmp_path):
         WordPiece.train(text, 20)
     with pytest.raises(ValueError, match="holds a 'WordPiece' tokenizer, not a ByteLevelBPE"):
         ByteLevelBPE.load(tmp_path / "wp.json")
+
+
+@pytest.mark.parametrize("criterion", ["likelihood", "ratio"])
+def test_wordpiece_training_equals_recounting_every_merge(criterion):
+    """The incremental trainer against the idea written plainly: recount every symbol and pair of the current
+    words, merge the best-scoring pair (ties: the smallest), repeat. Pins every merge, not only the first."""
+    word_counts = Counter(bert_pre_tokenize(bert_normalize(data.pydoc_text()[:8000])))
+    word_counts.update({"aaaaaaa": 40, "abababa": 30, "xxx": 25})  # runs: "a a a" holds (a, a) twice, merges it once
+    alphabet = sorted(_word_alphabet(word_counts, "##"))
+    vocab, size = list(alphabet), len(alphabet) + 80
+    words, freqs = [[w[0]] + ["##" + c for c in w[1:]] for w in word_counts], list(word_counts.values())
+    while len(vocab) < size:
+        pairs, symbols = Counter(), Counter()
+        for w, f in zip(words, freqs, strict=True):
+            symbols.update({s: f * n for s, n in Counter(w).items()})
+            pairs.update({p: f * n for p, n in Counter(zip(w, w[1:], strict=False)).items()})
+        total = sum(symbols.values())
+
+        def score(p, pairs=pairs, symbols=symbols, total=total):
+            if criterion == "ratio":
+                return pairs[p] / (symbols[p[0]] * symbols[p[1]])
+            return likelihood_gain(pairs[p], symbols[p[0]], symbols[p[1]], total, p[0] == p[1])
+
+        a, b = min((p for p, c in pairs.items() if c >= 2), key=lambda p: (-score(p), p))
+        for w in words:
+            i = 0
+            while i < len(w) - 1:
+                if w[i] == a and w[i + 1] == b:
+                    w[i : i + 2] = [a + b[2:]]
+                i += 1
+        if a + b[2:] not in vocab:
+            vocab.append(a + b[2:])
+    assert train_wordpiece_vocab(word_counts, size, "##", criterion, 2) == vocab
 
 
 def test_wordpiece_likelihood_gain_is_the_exact_log_likelihood_change():

@@ -145,6 +145,41 @@ def test_trainer_checkpoints_periodically_and_atomically(tmp_path: Path) -> None
         training.Trainer(nn.Linear(3, 3), _loss, _batch, cfg).load(path)
 
 
+def test_trainer_stops_at_a_wall_clock_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(training.time, "perf_counter", lambda: clock[0])
+
+    def one_second_per_step(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        clock[0] += 1.0
+        return _loss(model, ids)
+
+    cfg = training.TrainConfig(max_steps=100, lr=1e-2, warmup_steps=1, progress=False)
+    trainer = training.Trainer(TinyLM(), one_second_per_step, _batch, cfg)
+    assert [r["step"] for r in trainer.train(seconds=3.5)] == [0, 1, 2, 3]  # steps start at 0, 1, 2, 3 s; not at 4 s
+    assert len(trainer.train(steps=2, seconds=100.0)) == 2  # the step count still binds
+    assert trainer.train(seconds=0) == [] and trainer.step == 6
+    with pytest.raises(ValueError, match="seconds must be a finite number >= 0, got -1.0"):
+        trainer.train(seconds=-1.0)
+    with pytest.raises(ValueError, match="steps must be a non-negative int, got -1"):
+        trainer.train(steps=-1)
+
+
+def test_mean_loss_gives_the_model_its_mode_back_even_when_evaluation_raises() -> None:
+    model = TinyLM()  # a new module is in training mode
+    batches = [_batch(0, torch.Generator().manual_seed(0))]
+
+    def broken(m: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        assert not m.training and not m.drop.training  # evaluated in eval mode
+        raise RuntimeError("evaluation failed")
+
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        training.mean_loss(model, broken, batches)
+    assert model.training and model.drop.training
+    model.eval()
+    training.mean_loss(model, _loss, batches)
+    assert not model.training  # and an evaluated model stays in eval mode
+
+
 def test_mean_loss_gives_perplexity_of_uniform_model() -> None:
     class Uniform(nn.Module):
         def forward(self, ids: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,8 @@ the encoder–decoder, and its error messages. (Real-weight checks are in test_l
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -116,10 +118,47 @@ def test_clear_errors():
     with pytest.raises(ValueError):
         TransformerConfig(vocab_size=5, d_model=8, n_layers=1, n_heads=2, d_ff=8, positions="bogus")
     model = _tiny()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^input_ids must be a \(batch, length\) tensor of token ids, got shape"):
         model(torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError):
         model(torch.zeros(1, 4, dtype=torch.long), attention_mask=torch.ones(1, 3, dtype=torch.bool))
+    with pytest.raises(TypeError, match="^input_ids must be an integer torch.Tensor of token ids, got torch.float32$"):
+        model(torch.zeros(1, 4))
+    for bad in (50, -1):  # the vocabulary is [0, 50): no IndexError deep inside the embedding, no row from the end
+        with pytest.raises(ValueError, match=r"^input_ids must hold ids in \[0, 50\) \(the vocabulary\)"):
+            model(torch.tensor([[1, bad, 2]]))
+
+
+def test_config_is_frozen_and_variants_are_derived():
+    cfg = TransformerConfig(vocab_size=5, d_model=8, n_layers=1, n_heads=2, d_ff=8)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.rope_pairing = "interleaved"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.attention_impl = "sdpa"
+    variant = dataclasses.replace(cfg, rope_pairing="interleaved")
+    assert variant.rope_pairing == "interleaved" and cfg.rope_pairing == "half"
+    with pytest.raises(ValueError, match="attention_impl"):  # a derived config is checked as a new one
+        dataclasses.replace(cfg, attention_impl="fast")
+    pair = EncoderDecoder(cfg)
+    assert pair.encoder.config.mask == "bidirectional" and not pair.encoder.config.cross_attention
+    assert pair.decoder.config.mask == "causal" and pair.decoder.config.cross_attention and cfg.mask == "causal"
+
+
+def test_set_rope_rebuilds_the_frequencies_and_only_changes_rope():
+    base, pi = _tiny(), _tiny(rope_scaling="pi", rope_factor=4.0)
+    pi.load_state_dict(base.state_dict())
+    ids = torch.randint(0, 50, (1, 6))
+    before = base.config
+    base.set_rope(rope_scaling="pi", rope_factor=4.0)
+    assert before.rope_scaling is None and base.config == pi.config  # a new config, the old one untouched
+    with torch.no_grad():
+        torch.testing.assert_close(base(ids).logits, pi(ids).logits)
+        base.set_rope(rope_pairing="interleaved")  # read at every call
+        assert not torch.allclose(base(ids).logits, pi(ids).logits)
+    with pytest.raises(ValueError, match="set_rope changes only .* got \\['d_model'\\]"):
+        base.set_rope(d_model=16)
+    with pytest.raises(ValueError, match="rope_pairing"):
+        base.set_rope(rope_pairing="zigzag")
 
 
 @pytest.mark.parametrize("mask,positions", [("causal", "rope"), ("bidirectional", "learned"), ("prefix_lm", "alibi")])

@@ -40,11 +40,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lmkit.checks import check_int
 from lmkit.tokenizers.char import CharTokenizer
 from lmkit.training.objectives import IGNORE_INDEX, T5_OBJECTIVES, objective_pair, span_counts, t5_sentinel_ids
 from lmkit.training.recipe import TrainConfig, Trainer
 from lmkit.transformer.model import EncoderDecoder, TransformerConfig
-from lmkit.utils import pad_batch
+from lmkit.utils import eval_mode, pad_batch
 
 NO_PRETRAINING = "none"
 """The baseline's name in :func:`compare_objectives`: the same initialisation, fine-tuned without pre-training."""
@@ -78,8 +79,7 @@ class ToyVocabulary:
 
 def toy_vocabulary(text: str, n_sentinels: int = 8) -> ToyVocabulary:
     """The characters of ``text`` (+ ``<unk>``), then pad, start, end, mask and ``n_sentinels`` sentinel ids."""
-    if n_sentinels < 1:
-        raise ValueError(f"n_sentinels must be >= 1, got {n_sentinels}")
+    check_int("n_sentinels", n_sentinels, minimum=1)
     tokenizer = CharTokenizer.train(text)
     w = tokenizer.vocab_size
     size = w + 4 + n_sentinels
@@ -107,8 +107,9 @@ def word_task_examples(
     closer to one of them (a prefix LM continues text; BERT-style denoising fills gaps; deshuffling does neither),
     which is why the comparison reports both and their mean, as T5 reports several downstream tasks.
     """
-    if n < 1 or context < 2:
-        raise ValueError(f"need n >= 1 and context >= 2, got {n} and {context}")
+    check_int("n", n, minimum=1)
+    check_int("context", context, minimum=2)
+
     def inside_a_word(c: str) -> bool:
         return c.isalnum() or c == "_"
 
@@ -128,7 +129,7 @@ def word_task_examples(
     return examples
 
 
-@dataclass
+@dataclass(frozen=True)
 class ComparisonConfig:
     """Sizes of :func:`compare_objectives` (the defaults run in seconds on one CPU thread)."""
 
@@ -156,8 +157,7 @@ class ComparisonConfig:
         if not self.seeds:
             raise ValueError("need at least one seed")
         for name in ("window", "batch_size", "pretrain_steps", "finetune_steps", "context", "n_finetune", "n_test"):
-            if getattr(self, name) < (2 if name == "window" else 1):
-                raise ValueError(f"{name} must be positive (window >= 2), got {getattr(self, name)}")
+            check_int(name, getattr(self, name), minimum=2 if name == "window" else 1)
 
 
 @dataclass
@@ -245,8 +245,7 @@ def evaluate_tasks(
     """
     device = next(model.parameters()).device
     src, src_mask, dec, labels = (t.to(device) for t in seq2seq_batch(encode_examples(examples, vocab), vocab))
-    model.eval()
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         logits = model(src, dec, attention_mask=src_mask).logits.float()  # (n, T, V)
     real = labels != IGNORE_INDEX
     nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")  # (n, T)

@@ -11,21 +11,24 @@ looking back.
 >>> batch.inputs.shape, batch.targets.shape  # (B, length + n_data); targets are -100 except at the go tokens
 (torch.Size([2, 15]), torch.Size([2, 15]))
 
-:func:`train_briefly` trains any model with lmkit's forward contract (``model(ids).logits``) with AdamW and gradient
-clipping (:mod:`lmkit.training.recipe`) for a number of steps or a wall-clock budget.
+:func:`train_briefly` trains any model with lmkit's forward contract (``model(ids).logits``) with the
+:class:`~lmkit.training.recipe.Trainer` (AdamW, gradient clipping) for a number of steps or a wall-clock budget.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmkit.checks import check_int
 from lmkit.training.objectives import IGNORE_INDEX
-from lmkit.training.recipe import clip_grad_norm, make_optimizer
+from lmkit.training.recipe import TrainConfig, Trainer
+from lmkit.utils import eval_mode
 
 BLANK = 0
 
@@ -47,10 +50,11 @@ def selective_copying_batch(
     batch_size: int, length: int = 64, n_data: int = 4, n_symbols: int = 8, generator: torch.Generator | None = None
 ) -> TaskBatch:
     """A batch of selective-copying examples (see the module docstring); the go token is ``n_symbols + 1``."""
-    if not 0 < n_data <= length:
-        raise ValueError(f"need 0 < n_data <= length, got n_data={n_data}, length={length}")
-    if n_symbols < 1 or batch_size < 1:
-        raise ValueError(f"n_symbols and batch_size must be positive, got {n_symbols}, {batch_size}")
+    for name, value in (("batch_size", batch_size), ("length", length), ("n_data", n_data), ("n_symbols", n_symbols)):
+        check_int(name, value, minimum=1)
+    if n_data > length:
+        raise ValueError(f"need n_data <= length (the data tokens sit among the length positions), got {n_data} > "
+                         f"{length}")
     go = n_symbols + 1
     data = torch.randint(1, n_symbols + 1, (batch_size, n_data), generator=generator)
     # n_data distinct positions per row, kept in increasing order: the order the model must reproduce
@@ -74,19 +78,23 @@ class TrainHistory:
 
 @torch.no_grad()
 def task_accuracy(model: nn.Module, batch: TaskBatch) -> tuple[float, float]:
-    """Token accuracy and mean loss of ``model`` on the scored positions of ``batch``."""
-    was_training = model.training
-    model.eval()
-    logits = model(batch.inputs).logits
-    model.train(was_training)
+    """Token accuracy and mean loss of ``model`` on the scored positions of ``batch`` (in eval mode)."""
+    with eval_mode(model):
+        logits = model(batch.inputs).logits
     scored = batch.targets != IGNORE_INDEX
     loss = F.cross_entropy(logits[scored], batch.targets[scored]).item()
     return (logits[scored].argmax(-1) == batch.targets[scored]).float().mean().item(), loss
 
 
+def task_loss(model: nn.Module, batch: TaskBatch) -> torch.Tensor:
+    """Cross-entropy on the scored positions of ``batch`` only (the go tokens)."""
+    logits = model(batch.inputs).logits
+    return F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE_INDEX)
+
+
 def train_briefly(
     model: nn.Module,
-    make_batch,
+    make_batch: Callable[[], TaskBatch],
     steps: int = 1000,
     seconds: float | None = None,
     lr: float = 3e-3,
@@ -95,34 +103,28 @@ def train_briefly(
 ) -> TrainHistory:
     """Train on ``make_batch()`` batches for ``steps`` steps or until ``seconds`` of wall clock have passed.
 
-    AdamW (lmkit's recipe, weight decay 0.1) at a constant ``lr``, global-norm clipping at 1.0, cross-entropy on
-    the scored positions only. Evaluates on ``eval_batch`` every ``eval_every`` steps and at the end.
+    The :class:`~lmkit.training.recipe.Trainer` with a constant ``lr`` (no warm-up, no decay: ``min_lr_ratio=1``),
+    AdamW with weight decay 0.1, global-norm clipping at 1.0, :func:`task_loss`. Evaluates on ``eval_batch`` every
+    ``eval_every`` steps and at the end; leaves the model in eval mode.
     """
-    optimizer = make_optimizer(model, lr)
+    check_int("steps", steps, minimum=1)
+    check_int("eval_every", eval_every, minimum=1)
     history = TrainHistory()
-    start, step = time.perf_counter(), 0
+    config = TrainConfig(max_steps=steps, lr=lr, warmup_steps=0, min_lr_ratio=1.0,
+                         eval_every=eval_every if eval_batch is not None else 0, progress=False)
 
-    def record() -> None:
-        if eval_batch is not None:
-            acc, loss = task_accuracy(model, eval_batch)
-            history.steps.append(step)
-            history.seconds.append(time.perf_counter() - start)
-            history.accuracy.append(acc)
-            history.loss.append(loss)
+    def evaluate(m: nn.Module) -> float:
+        accuracy, loss = task_accuracy(m, eval_batch)
+        history.steps.append(trainer.step)
+        history.seconds.append(time.perf_counter() - start)
+        history.accuracy.append(accuracy)
+        history.loss.append(loss)
+        return loss
 
-    model.train()
-    while step < steps and (seconds is None or time.perf_counter() - start < seconds):
-        batch = make_batch()
-        logits = model(batch.inputs).logits
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE_INDEX)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_grad_norm(model.parameters(), 1.0)
-        optimizer.step()
-        step += 1
-        if step % eval_every == 0:
-            record()
-    if not history.steps or history.steps[-1] != step:
-        record()
+    trainer = Trainer(model, task_loss, lambda step, generator: make_batch(), config, eval_fn=evaluate)
+    start = time.perf_counter()
+    trainer.train(seconds=seconds)
+    if eval_batch is not None and (not history.steps or history.steps[-1] != trainer.step):
+        evaluate(model)
     model.eval()
     return history
