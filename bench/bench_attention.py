@@ -16,7 +16,7 @@ Peak memory, two independent measurements:
 
 Naive attention stores the (B, H, N, N) scores and probabilities, so its peak grows like N²; the tiled
 version keeps one (B, H, block, block) tile at a time, so its peak grows like N (Q, K, V, O, lse).
-Results go to ``bench/results/attention.json``.
+Results go to ``lmkit/book/results/attention.json``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lmkit.book import results as book_results
 from lmkit.efficient.cost import TensorMemoryTracker
 from lmkit.efficient.flash import flash_attention, naive_attention
 
@@ -179,7 +180,7 @@ def main() -> None:
     else:
         print("No CUDA device: the Triton-vs-SDPA GPU section was skipped (the kernels are tested on CPU under "
               "TRITON_INTERPRET=1, which checks correctness, not speed).")
-    out = ROOT / "bench" / "results" / "attention.json"
+    out = book_results.path("attention")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out.relative_to(ROOT)}")

@@ -7,7 +7,7 @@ same float32 weights by :func:`lmkit.loaders.hf.to_hf_llama`. Three settings: gr
 no-repeat 3-gram, sampling (T=0.8, top-k 50, top-p 0.9, same seed), and beam search with 4 beams. EOS cannot stop a
 run early (``min_new_tokens`` = ``--new``), so both generate exactly ``--new`` tokens. Reported: seconds (best of
 ``--repeats``), tokens/s, the lmkit/HF speed ratio, and whether the two produced the same tokens.
-Writes ``bench/results/decoding.json``.
+Writes ``lmkit/book/results/decoding.json``.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 
+from lmkit.book import results as book_results
 from lmkit.decoding import beam_search, generate
 from lmkit.loaders.hf import to_hf_llama
 from lmkit.loaders.smollm2 import chat_prompt, load_smollm2
 from lmkit.tokenizers import load_smollm2_tokenizer
 
-RESULTS = Path(__file__).parent / "results" / "decoding.json"
+RESULTS = book_results.path("decoding")
 SETTINGS = {
     "greedy + penalties": {"repetition_penalty": 1.2, "no_repeat_ngram_size": 3},
     "sampling T=0.8 k=50 p=0.9": {"do_sample": True, "temperature": 0.8, "top_k": 50, "top_p": 0.9},

@@ -28,7 +28,7 @@ subprocess, so a build that does not suit the CPU cannot crash the run.
 
 The roofline: decoding one token reads every weight once, so ``tokens/s ≤ bandwidth / bytes of weights per token``.
 The bandwidth is measured here (a sum over a 512 MiB float32 tensor, far larger than the caches) at each thread
-count. Writes ``bench/results/generate.json``: ``runs["<engine>/<format>/<threads>t"]`` plus the bandwidths.
+count. Writes ``lmkit/book/results/generate.json``: ``runs["<engine>/<format>/<threads>t"]`` plus the bandwidths.
 ``--device cuda`` runs the PyTorch engines on the GPU (llama.cpp, a CPU build here, is left out) and writes
 ``generate_cuda.json`` with keys ``"<engine>/<format>/cuda"``.
 """
@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 
 from lmkit import assets
+from lmkit.book import results as book_results
 from lmkit.loaders.hf import to_hf_llama
 from lmkit.loaders.smollm2 import load_smollm2
 from lmkit.quant.fast_linear import ONEDNN_PACKING, fbgemm_is_exact, prepare_for_decoding, weight_bytes_per_token
@@ -54,7 +55,7 @@ from lmkit.tokenizers import load_smollm2_tokenizer
 from lmkit.training.evaluation import evaluation_tokens, perplexity
 from lmkit.transformer.kv_cache import KVCache, StaticKVCache
 
-RESULTS = Path(__file__).parent / "results" / "generate.json"
+RESULTS = book_results.path("generate")
 PROMPT_TOKENS = 29
 INT8_VARIANTS = {  # format name -> LLM.int8()'s outlier threshold in every layer
     "int8": 6.0,  # the paper's threshold

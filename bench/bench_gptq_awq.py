@@ -8,7 +8,7 @@ Methods: ``rtn``, ``gptq`` (natural column order), ``gptq-act`` (GPTQ with act-o
 Baseline: the dequantized Q4_1 weights of the GGUF file. Evaluation: perplexity on the first 2048 tokens of the
 held-out split of ``pydoc_data.topics`` (``lmkit.data.split_text(...)[1]``). Calibration: 16 random windows of 512
 tokens from the disjoint training split. Every run starts from the same base weights; the JSON
-(``bench/results/gptq_awq.json``) is rewritten after each run, so an interrupted bench keeps what it measured.
+(``lmkit/book/results/gptq_awq.json``) is rewritten after each run, so an interrupted bench keeps what it measured.
 The ratio printed for each run is its perplexity over RTN's at the same setting (measured in the same run).
 """
 
@@ -23,13 +23,14 @@ from pathlib import Path
 
 import torch
 
+from lmkit.book import results as book_results
 from lmkit.data import pydoc_text, split_text
 from lmkit.loaders.smollm2 import load_smollm2
 from lmkit.quant.driver import QuantConfig, calibration_batch, quantize_timed
 from lmkit.tokenizers import load_smollm2_tokenizer
 from lmkit.training.evaluation import evaluation_tokens, perplexity
 
-OUT = Path(__file__).resolve().parent / "results" / "gptq_awq.json"
+OUT = book_results.path("gptq_awq")
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ The text is the book's held-out pydoc text (``lmkit.data``), continued with the 
 the context. The model's own forward would build a dense additive causal mask; to keep memory linear in N this
 script switches it off and lets the tiled kernel apply the causal window structurally (:func:`loss_per_position`).
 Results go to
-``bench/results/long_context.json`` (mean loss in bins of positions, and the wall time of each run).
+``lmkit/book/results/long_context.json`` (mean loss in bins of positions, and the wall time of each run).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import lmkit.efficient.flash as flash
+from lmkit.book import results as book_results
 from lmkit.data import pydoc_text, split_text
 from lmkit.loaders.smollm2 import load_smollm2
 from lmkit.tokenizers import load_smollm2_tokenizer
@@ -79,7 +80,7 @@ def main() -> None:
     ids = torch.tensor(ids[:n])
     model = load_smollm2()
     bins = [b for b in (1, 16, 64, 256, 512, 1024, 2048, 3072, 4096, 6144) if b < n - 1] + [n - 1]  # (a, b]
-    path = ROOT / "bench" / "results" / ("long_context_quick.json" if args.quick else "long_context.json")
+    path = book_results.path("long_context_quick" if args.quick else "long_context")
     runs = json.loads(path.read_text())["runs"] if args.sinks else {}
     for window, sinks in plan:
         start = time.perf_counter()

@@ -14,7 +14,7 @@
    Transformer (RoPE, SwiGLU) of about the same size, each trained for the same number of steps (batch 16, AdamW
    lr 3e-3, one thread). Held-out token accuracy on 512 fixed examples every 50 steps, with the wall clock.
 
-Results go to ``bench/results/mamba.json``; the chapter ``notebooks/19_mamba.ipynb`` plots them.
+Results go to ``lmkit/book/results/mamba.json``; the chapter ``notebooks/19_mamba.ipynb`` plots them.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from lmkit.book import results as book_results
 from lmkit.book.experiments.selective_copying import selective_copying_batch, selective_copying_vocab, train_briefly
 from lmkit.ssm.compare import mixer_costs
 from lmkit.ssm.mamba import MambaConfig, MambaLM
@@ -84,7 +85,7 @@ def main() -> None:
         "mixer_costs": {"d_model": 64, "n_heads": 4, "d_state": 16, "rows": costs},
         "selective_copying": selective_copying(200 if args.quick else 1500),
     }
-    path = ROOT / "bench" / "results" / "mamba.json"
+    path = book_results.path("mamba")
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path}")
 

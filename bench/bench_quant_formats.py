@@ -41,7 +41,7 @@ Per lmkit row, in a fresh subprocess (so its memory is its own):
   already taken ``--budget`` seconds (``requests`` says how many ran);
 * ``tokens`` — the greedy tokens of the longest request, to compare with the F32 model's.
 
-Writes ``bench/results/quant_formats.json`` (``rows``: the seven formats, each GGUF one with a ``llama_cpp`` part;
+Writes ``lmkit/book/results/quant_formats.json`` (``rows``: the seven formats, each GGUF one with a ``llama_cpp`` part;
 ``fast_rows``: the fast paths) and prints the Markdown tables that ``--render`` puts in the book.
 ``--hf-perplexity`` adds ``perplexity_hf`` to the rows: HF transformers' perplexity on the same files.
 """
@@ -61,6 +61,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lmkit.book import results as book_results
+
 if TYPE_CHECKING:
     import torch
 
@@ -68,7 +70,7 @@ FORMATS = ["F32", "Q8_0", "Q6_K", "Q4_K", "Q4_1", "Q4_0", "NF4"]
 FAST = ["float32", "bfloat16", "int8"]  # lmkit.quant.fast_linear.FORMATS (not imported: this module loads light)
 FAST_STORAGE = {"float32": "float32", "bfloat16": "bfloat16", "int8": "int8 + a float scale per row"}
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "results" / "quant_formats.json"
+OUT = book_results.path("quant_formats")
 PAGE = ROOT / "book" / "quantization_experiments.md"
 PROMPT_TOKENS = 36
 MIB = 2**20

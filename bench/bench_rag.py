@@ -10,7 +10,7 @@ that repeat the short ones). Answering (SmolLM2-135M-Instruct, lmkit's float32 m
 tokens): each question with no context (closed book), with the top ``--k`` retrieved chunks (128 words), and with the
 gold chunk (the 128-word chunk of the gold topic that holds the most of the evidence: the ceiling). Scoring rule:
 :func:`lmkit.retrieval.is_correct` (an accepted answer string appears in the reply as a whole token,
-case-insensitive). Writes ``bench/results/rag.json``.
+case-insensitive). Writes ``lmkit/book/results/rag.json``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import argparse
 import json
 import platform
 import time
-from pathlib import Path
 
 import torch
 
+from lmkit.book import results as book_results
 from lmkit.book.experiments.rag_questions import QUESTIONS
 from lmkit.data import pydoc_topics
 from lmkit.loaders.minilm import load_minilm
@@ -38,7 +38,7 @@ from lmkit.retrieval import (
 )
 from lmkit.tokenizers import load_minilm_tokenizer, load_smollm2_tokenizer
 
-RESULTS = Path(__file__).parent / "results" / "rag.json"
+RESULTS = book_results.path("rag")
 KS = (1, 3, 5, 10)
 
 

@@ -8,7 +8,7 @@ Encoding: SmolLM2's vocabulary on held-out text, lmkit (cold and warm piece cach
 built from the same GGUF data (ids checked equal) vs tiktoken. tiktoken's own ``gpt2`` files need a
 download, so its encoder here is built from SmolLM2's merges with the GPT-2 pattern (no digit split:
 same speed class, slightly different ids). Everything runs single-threaded (``RAYON_NUM_THREADS=1``).
-Writes ``bench/results/tokenizers.json``.
+Writes ``lmkit/book/results/tokenizers.json``.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from pathlib import Path
 import regex
 
 from lmkit import data
+from lmkit.book import results as book_results
 from lmkit.tokenizers import load_smollm2_tokenizer
 from lmkit.tokenizers.bpe import ByteLevelBPE
 from lmkit.tokenizers.pretokenize import GPT2_PATTERN, bytes_to_unicode, split_pieces
 
-RESULTS = Path(__file__).parent / "results" / "tokenizers.json"
+RESULTS = book_results.path("tokenizers")
 
 
 def naive_train_merges(text: str, n_merges: int) -> list[tuple[str, str]]:

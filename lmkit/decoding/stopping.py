@@ -16,10 +16,12 @@ from lmkit.checks import check_int, check_token_ids
 
 
 def eos_tensor(eos_token_id: int | Sequence[int] | None, vocab_size: int | None = None) -> torch.Tensor | None:
-    """Normalise ``eos_token_id`` (an id, a list of ids, or None) to a 1-D LongTensor or None, validating it: each
-    id a non-negative int, and below ``vocab_size`` when given."""
+    """Normalise ``eos_token_id`` (an id, a list of ids, an integer tensor of them, or None) to a 1-D LongTensor or
+    None, validating it: each id a non-negative int, and below ``vocab_size`` when given."""
     if eos_token_id is None:
         return None
+    if isinstance(eos_token_id, torch.Tensor):  # HF accepts a tensor too, a 0-d one included
+        eos_token_id = check_token_ids("eos_token_id", eos_token_id, ndim=None).reshape(-1).tolist()
     ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     if not ids:
         raise ValueError("eos_token_id must be a non-negative int or a non-empty list of them, got []")

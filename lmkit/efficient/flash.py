@@ -36,7 +36,7 @@ import math
 
 import torch
 
-from lmkit.checks import check_int
+from lmkit.checks import check_int, check_number
 
 Tile = tuple[int, int, int, int]
 """``(i0, i1, j0, j1)``: queries ``i0:i1`` against keys ``j0:j1``."""
@@ -138,10 +138,15 @@ def check_attention_inputs(
         raise ValueError(f"incompatible shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"q and k must share the head dim, got {q.shape[-1]} and {k.shape[-1]}")
+    if q.shape[-1] == 0:
+        raise ValueError(f"the head dim must be at least 1, got q of shape {tuple(q.shape)}")
     if window is not None:
         check_int("window", window, minimum=1)
     if attn_mask is None:
         return None
+    if not isinstance(attn_mask, torch.Tensor):
+        raise TypeError(f"attn_mask must be a tensor (bool: True = may attend, or a float bias), got "
+                        f"{type(attn_mask).__name__}")
     if not (attn_mask.dtype == torch.bool or attn_mask.is_floating_point()):
         raise TypeError(f"attn_mask must be boolean (True = may attend) or a float bias, got {attn_mask.dtype}")
     if attn_mask.is_floating_point() and attn_mask.requires_grad:
@@ -331,8 +336,9 @@ class TiledAttentionFunction(torch.autograd.Function):
 
 
 def resolve_scale(q: torch.Tensor, scale: float | None) -> float:
-    """The score scale: ``scale`` as a float, or SDPA's default ``1/√d`` when it is ``None``."""
-    return 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    """The score scale: ``scale`` as a float (a finite number: a NaN or inf scale makes every score NaN), or SDPA's
+    default ``1/√d`` when it is ``None``."""
+    return 1.0 / math.sqrt(q.shape[-1]) if scale is None else check_number("scale", scale)
 
 
 def flash_attention(
@@ -396,3 +402,41 @@ def naive_attention(
     hidden_row = torch.isneginf(s).all(dim=-1, keepdim=True)  # fully masked: softmax of all -inf is NaN → 0
     p = torch.softmax(s, dim=-1).masked_fill(hidden_row, 0.0)  # NaN from NaN inputs stays NaN
     return p @ v
+
+
+TRITON_MIN_CAPABILITY = (7, 0)
+"""The oldest NVIDIA GPU Triton compiles for (Volta; PyTorch's own Triton check asks the same)."""
+TRITON_BF16_CAPABILITY = (8, 0)
+"""bf16 arithmetic in PTX needs Ampere (``ptxas``: "Feature '.bf16' requires .target sm_80 or higher"): a T4 (7.5)
+runs the kernels in float32 and float16 only."""
+
+
+def triton_unsupported(device: torch.device | str, dtype: torch.dtype = torch.float32) -> str | None:
+    """Why :mod:`lmkit.efficient.flash_triton`'s kernels cannot run on ``device`` in ``dtype`` here, or ``None``.
+
+    A chapter asks this before it runs the Triton kernel and falls back to :func:`flash_attention` (the same algorithm
+    in PyTorch) with the reason printed. On the CPU the kernels run only in Triton's interpreter
+    (``TRITON_INTERPRET=1``, set before Triton is first imported); on a GPU they need Triton and a compute capability
+    of at least :data:`TRITON_MIN_CAPABILITY`, and :data:`TRITON_BF16_CAPABILITY` for bf16.
+
+    >>> triton_unsupported("cpu") in (None, "the CPU runs Triton only in its interpreter (TRITON_INTERPRET=1)")
+    True
+    """
+    import importlib.util
+    import os
+
+    device = torch.device(device)
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed"
+    if device.type == "cpu":
+        interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+        return None if interpreted else "the CPU runs Triton only in its interpreter (TRITON_INTERPRET=1)"
+    if device.type != "cuda":
+        return f"Triton's kernels here are written for NVIDIA GPUs, not {device.type}"
+    capability = torch.cuda.get_device_capability(device)
+    name = f"{torch.cuda.get_device_name(device)} (compute capability {capability[0]}.{capability[1]})"
+    if capability < TRITON_MIN_CAPABILITY:
+        return f"{name} is older than Triton supports"
+    if dtype == torch.bfloat16 and capability < TRITON_BF16_CAPABILITY:
+        return f"{name} has no bf16 arithmetic (Ampere, 8.0, is the first)"
+    return None

@@ -37,13 +37,19 @@ def chat_prompt(user_message: str, system: str = SYSTEM_PROMPT) -> str:
     )
 
 
+ROPE_THETA_MAX = 1e9
+"""The largest RoPE base a GGUF may declare. Published bases run from 1e4 (LLaMA) through 5e5 (LLaMA 3) to 1e6 and a
+few 1e7s; at or below 1 every pair would turn by a radian or more per position (``θ^(-2i/d) >= 1``), so positions
+alias and the value is a corrupted field, not a model."""
+
+
 def config_from_gguf(reader) -> TransformerConfig:
     """lmkit's LLaMA configuration from a ``gguf.GGUFReader``'s ``llama.*`` metadata, each value checked sane.
 
     Counts must be positive integers that fit together (heads divide the width, KV heads divide the heads, the
-    ``blk.N`` tensors present match ``llama.block_count``); ``rope_theta`` must be finite and positive, the RMSNorm
-    epsilon in ``(0, 1)``. A value that breaks a rule is a :class:`~lmkit.loaders.gguf_file.GGUFError` naming the
-    file and the key.
+    ``blk.N`` tensors present match ``llama.block_count``); ``rope_theta`` must lie in ``(1, ROPE_THETA_MAX]``, the
+    RMSNorm epsilon in ``(0, 1]``. A value that breaks a rule is a :class:`~lmkit.loaders.gguf_file.GGUFError`
+    naming the file and the key.
     """
     path = gguf_file.path_of(reader)
     arch = gguf_file.metadata(reader, "general.architecture", str)
@@ -83,7 +89,7 @@ def config_from_gguf(reader) -> TransformerConfig:
         head_dim=d_model // n_heads,
         d_ff=count("llama.feed_forward_length"),
         max_positions=count("llama.context_length"),
-        rope_theta=number("llama.rope.freq_base", above=0.0),
+        rope_theta=number("llama.rope.freq_base", above=1.0, maximum=ROPE_THETA_MAX),
         rope_pairing="interleaved",
         norm_eps=number("llama.attention.layer_norm_rms_epsilon", above=0.0, maximum=1.0),
         tie_embeddings="output.weight" not in {t.name for t in reader.tensors},

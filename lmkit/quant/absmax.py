@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 
 from lmkit.checks import check_bits, check_choice, choices
-from lmkit.quant.base import QuantizedTensor, check_finite, pack_nibbles, register, unpack_nibbles
+from lmkit.quant.base import QuantizedTensor, check_finite, check_nonempty, pack_nibbles, register, unpack_nibbles
 
 Granularity = Literal["tensor", "row", "column", "block"]
 GRANULARITIES: tuple[str, ...] = choices(Granularity)
@@ -100,6 +100,7 @@ def quantize_int(
     one float32 scale and (asymmetric) one uint8 zero-point per group.
     """
     check_finite(w, "weight")
+    check_nonempty(w, "weight")
     check_bits(bits)
     g = _groups(w.detach().float(), granularity, block_size)  # (G, n)
     scale, zero = minmax_params(g, bits, symmetric)

@@ -104,6 +104,13 @@ def check_finite(w: torch.Tensor, what: str = "tensor") -> None:
         raise ValueError(f"{what} contains NaN or inf; quantization needs finite values")
 
 
+def check_nonempty(w: torch.Tensor, what: str = "tensor") -> None:
+    """Raise ``ValueError`` for a tensor with no elements: a scale is a max (or min) over values, and over nothing
+    there is none (``amax`` fails deep inside with a reduction error that names no argument)."""
+    if w.numel() == 0:
+        raise ValueError(f"{what} is empty (shape {tuple(w.shape)}): there are no values to take a scale from")
+
+
 def check_matrix(w: torch.Tensor, what: str = "weight") -> None:
     """:func:`check_finite`, and 2-D: a linear layer's ``(out, in)`` weight, the only shape the per-row methods
     (LLM.int8, round-to-nearest by groups, GPTQ, OBQ, AWQ) take."""

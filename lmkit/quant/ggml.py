@@ -365,21 +365,9 @@ _DEQUANTIZE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 # ---------------------------------------------------------------------------------------------
 
 
-def quantize(x: np.ndarray, qtype: str | int) -> np.ndarray:
-    """Quantize float rows ``x`` (..., n) into ggml blocks: uint8 array (..., n / block * bytes).
-
-    ``n`` must be a multiple of the block size (32, or 256 for K-quants); NaN/inf are rejected.
-    F32, F16 and BF16 are stored as their raw bytes.
-    """
-    name = type_name(qtype)
-    x = np.asarray(x, dtype=F32)
-    if x.ndim == 0:
-        raise ValueError("quantize needs at least a 1-D array")
-    if not np.isfinite(x).all():
-        raise ValueError("input contains NaN or inf; ggml quantization needs finite values")
+def _encode(x: np.ndarray, name: str) -> np.ndarray:
+    """The bytes of finite float rows ``x`` (..., n) in ggml type ``name``, unchecked (see :func:`quantize`)."""
     _, block, size = TYPES[name]
-    if x.shape[-1] % block:
-        raise ValueError(f"row length {x.shape[-1]} is not a multiple of the {name} block size {block}")
     if name == "F32":
         return np.ascontiguousarray(x).view(np.uint8)
     if name == "F16":
@@ -390,6 +378,32 @@ def quantize(x: np.ndarray, qtype: str | int) -> np.ndarray:
         return u.astype(np.uint16).view(np.uint8)
     blocks = _QUANTIZE[name](x.reshape(-1, block))
     return blocks.reshape(*x.shape[:-1], x.shape[-1] // block * size)
+
+
+def quantize(x: np.ndarray, qtype: str | int) -> np.ndarray:
+    """Quantize float rows ``x`` (..., n) into ggml blocks: uint8 array (..., n / block * bytes).
+
+    ``n`` must be a multiple of the block size (32, or 256 for K-quants); NaN/inf are rejected, and so are values the
+    format cannot hold: every block type stores its scale as fp16 (largest value 65504), F16 stores the values
+    themselves, so values beyond those ranges would be written as inf. The check decodes what was written.
+    F32, F16 and BF16 are stored as their raw bytes.
+    """
+    name = type_name(qtype)
+    x = np.asarray(x, dtype=F32)
+    if x.ndim == 0:
+        raise ValueError("quantize needs at least a 1-D array")
+    if not np.isfinite(x).all():
+        raise ValueError("input contains NaN or inf; ggml quantization needs finite values")
+    if x.shape[-1] % TYPES[name][1]:
+        raise ValueError(f"row length {x.shape[-1]} is not a multiple of the {name} block size {TYPES[name][1]}")
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported just below
+        out = _encode(x, name)
+        overflow = name != "F32" and not np.isfinite(dequantize(out, name)).all()
+    if overflow:
+        what = {"F16": "F16's largest value (65504)", "BF16": "BF16's largest value (about 3.39e38)"}.get(
+            name, f"{name}'s fp16 block scales (a scale above 65504)")
+        raise ValueError(f"values up to {float(np.abs(x).max()):.4g} overflow {what}: rescale the tensor first")
+    return out
 
 
 def dequantize(data: np.ndarray, qtype: str | int) -> np.ndarray:
@@ -434,13 +448,7 @@ def quantize_ggml(w: torch.Tensor, qtype: str = "Q4_0") -> QuantizedTensor:
     """A weight ``(out, in)`` as ggml blocks inside a :class:`QuantizedTensor` (runs via ``QuantLinear``)."""
     check_finite(w, "weight")
     name = type_name(qtype)
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing scale is reported just below
-        blocks = quantize(w.detach().float().cpu().numpy(), name)
-        overflow = not np.isfinite(dequantize(blocks, name)).all()
-    if overflow:  # a block scale (fp16 in every ggml type) overflowed
-        raise ValueError(f"values up to {float(w.abs().max()):.4g} overflow {name}'s fp16 block scales (a scale "
-                         f"above 65504 = fp16's largest value, i.e. weights beyond about 65504 x the format's "
-                         "largest code): rescale the tensor first")
+    blocks = quantize(w.detach().float().cpu().numpy(), name)  # checks that the format can hold the values
     return QuantizedTensor("ggml", tuple(w.shape), {"blocks": torch.from_numpy(blocks)}, {"type": name})
 
 

@@ -38,7 +38,7 @@ import torch
 
 from lmkit.checks import check_bits, check_int, check_number
 from lmkit.quant.absmax import dequantize_grid, minmax_params, quantize_to_grid
-from lmkit.quant.base import check_finite, check_matrix
+from lmkit.quant.base import check_finite, check_matrix, check_nonempty
 from lmkit.quant.rtn import GroupQuantized, code_dtype, group_width
 
 
@@ -53,8 +53,7 @@ def prepare_hessian(weight: torch.Tensor, hessian: torch.Tensor, damp: float = 0
         raise ValueError(f"hessian must be ({weight.shape[1]}, {weight.shape[1]}), got {tuple(hessian.shape)}")
     check_number("damp", damp, minimum=0.0, below=1.0)
     check_finite(hessian, "hessian (the calibration statistics)")
-    if weight.numel() == 0:
-        raise ValueError(f"weight is empty (shape {tuple(weight.shape)})")
+    check_nonempty(weight, "weight")
     if not bool((torch.diag(hessian) != 0).any()):
         raise ValueError("the hessian is all zero: no calibration data reached this layer (empty or all-zero "
                          "calibration inputs)")
@@ -117,7 +116,7 @@ def gptq_quantize(
         U = inverse_hessian_cholesky(H)  # (d_col, d_col)
     except torch.linalg.LinAlgError as err:
         raise ValueError(not_positive_definite(damp)) from err
-    Q, scale, zero, loss = _quantize_columns(W, U, bits, group, symmetric, block_size)
+    Q, scale, zero, loss = gptq_columns(W, U, bits, group, symmetric, block_size)
     group_index = torch.arange(W.shape[1]) // group  # (d_col,) in processing order
     codes = quantize_to_grid(Q, scale[:, group_index], zero[:, group_index], bits, symmetric).to(code_dtype(symmetric))
     if perm is not None:
@@ -126,7 +125,7 @@ def gptq_quantize(
     return GroupQuantized(Q.to(weight.dtype), codes, scale, zero, group_index, bits, symmetric, loss, perm)
 
 
-def _quantize_columns(
+def gptq_columns(
     W: torch.Tensor, U: torch.Tensor, bits: int, group: int, symmetric: bool, block_size: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """GPTQ's column loop over ``W`` (d_row, d_col), in place, given the Cholesky factor ``U`` of ``H^-1``.

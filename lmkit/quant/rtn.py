@@ -22,7 +22,15 @@ import torch
 
 from lmkit.checks import check_int
 from lmkit.quant.absmax import dequantize_grid, minmax_params, quantize_to_grid
-from lmkit.quant.base import QuantizedTensor, check_finite, check_matrix, pack_nibbles, register, unpack_nibbles
+from lmkit.quant.base import (
+    QuantizedTensor,
+    check_finite,
+    check_matrix,
+    check_nonempty,
+    pack_nibbles,
+    register,
+    unpack_nibbles,
+)
 
 
 class InputStats:
@@ -122,6 +130,7 @@ def rtn_groupwise(
     at group size 128 are not.
     """
     check_matrix(weight)
+    check_nonempty(weight, "weight")
     d_col = weight.shape[1]
     group = group_width(d_col, group_size)
     w = weight.detach().float()

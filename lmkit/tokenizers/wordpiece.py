@@ -211,8 +211,12 @@ class WordPiece(VocabListTokenizer):
 
     @classmethod
     def from_vocab_file(cls, path: str | Path, lowercase: bool = True) -> WordPiece:
-        """Read a BERT ``vocab.txt``: one entry per line, the line number is the id."""
-        lines = Path(path).read_text(encoding="utf-8").split("\n")
+        """Read a BERT ``vocab.txt`` (UTF-8): one entry per line, the line number is the id."""
+        try:
+            lines = Path(path).read_text(encoding="utf-8").split("\n")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path} is not UTF-8 text (byte {err.start} is {err.object[err.start:err.start + 1]!r}):"
+                             " a vocab.txt is UTF-8, one token per line; re-encode it") from err
         if lines and lines[-1] == "":
             lines.pop()
         specials = [s for s in BERT_SPECIAL_TOKENS if s in lines]

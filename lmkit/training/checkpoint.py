@@ -9,17 +9,19 @@ A checkpoint holds everything a resumed run needs to continue the very same loss
 * both random-number generators: PyTorch's global one (dropout) and the trainer's batch generator;
 * the :class:`~lmkit.training.recipe.TrainConfig` it was written with.
 
-Tensors are stored as tensors, everything else as JSON strings in the file's metadata.
+Tensors are stored as tensors, everything else as JSON strings in the file's metadata, with a CRC-32 of each
+tensor's bytes (:func:`checksum`).
 
 **Atomic writes.** :func:`save_checkpoint` writes ``path + '.tmp'``, flushes it to the disk (``fsync``), renames it
 onto ``path`` with ``os.replace`` (atomic) and syncs the directory. A process killed at any moment leaves either the
 old checkpoint or the new one, never a torn file; the killed save's ``.tmp`` is removed by the next save or load.
 
-**Checked before restored.** :func:`load_checkpoint` reads the whole file and checks it against the trainer — the
-metadata and format, the model's parameter names, shapes and dtypes, finite values, the optimizer's groups and
-moments, the generator states, the agreement of scheduler, step and history, and the training settings
-(:data:`TRAINING_SETTINGS`: resuming with another learning rate would not be the same run) — and only then changes
-anything, so a bad file or a model of another configuration leaves the trainer as it was.
+**Checked before restored.** :func:`load_checkpoint` reads the whole file and checks it against the trainer —
+every tensor's checksum (a bit flipped on disk is named with its tensor), the metadata and format, the model's
+parameter names, shapes and dtypes, finite values, the optimizer's groups and moments, the generator states, the
+agreement of scheduler, step and history, and the training settings (:data:`TRAINING_SETTINGS`: resuming with another
+learning rate would not be the same run) — and only then changes anything, so a bad file or a model of another
+configuration leaves the trainer as it was.
 
 Left out: sharded files, asynchronous saving, keeping the last *n* checkpoints — what large runs need.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,8 +43,8 @@ from torch import nn
 if TYPE_CHECKING:
     from lmkit.training.recipe import Trainer
 
-CHECKPOINT_FORMAT = "lmkit.trainer/1"
-META_KEYS = ("format", "step", "aliases", "param_groups", "scheduler", "history", "config")
+CHECKPOINT_FORMAT = "lmkit.trainer/2"  # 2: a checksum per tensor
+META_KEYS = ("format", "step", "aliases", "param_groups", "scheduler", "history", "config", "checksums")
 """The metadata entries of a checkpoint; all but ``format`` and ``step`` are JSON."""
 TRAINING_SETTINGS = ("max_steps", "lr", "warmup_steps", "min_lr_ratio", "weight_decay", "betas", "eps", "grad_clip",
                      "decay_embeddings", "seed")
@@ -111,8 +114,18 @@ def _to_tensors(trainer: Trainer) -> tuple[dict[str, torch.Tensor], dict[str, st
         "scheduler": json.dumps(trainer.scheduler.state_dict()),
         "history": json.dumps(trainer.history),
         "config": json.dumps(asdict(trainer.config)),
+        "checksums": json.dumps({name: checksum(t) for name, t in tensors.items()}),
     }
     return tensors, meta
+
+
+def checksum(t: torch.Tensor) -> int:
+    """CRC-32 of a tensor's bytes (its dtype's own layout, C order): one flipped bit anywhere changes it.
+
+    >>> checksum(torch.tensor([1.0, 2.0])) == checksum(torch.tensor([1.0, 2.0]))
+    True
+    """
+    return zlib.crc32(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
 
 
 def _tmp_path(path: Path) -> Path:
@@ -160,6 +173,7 @@ def read_checkpoint(trainer: Trainer, path: str | os.PathLike) -> TrainerState:
     tensors, meta = _read_file(path)
     parsed = _parse_metadata(path, meta)
     step = parsed["step"]
+    _check_checksums(path, tensors, parsed["checksums"])
     _check_settings(path, parsed["config"], trainer)
     model_state = _check_model(path, tensors, parsed["aliases"], trainer.model)
     for name, t in tensors.items():
@@ -214,6 +228,17 @@ def _parse_metadata(path: Path, meta: dict[str, str]) -> dict[str, Any]:
         raise _error(path, f"step must be a non-negative integer, got {meta['step']!r}")
     parsed["step"] = int(meta["step"])
     return parsed
+
+
+def _check_checksums(path: Path, tensors: dict[str, torch.Tensor], saved: Any) -> None:
+    """Every tensor as it was written: safetensors checks the layout of a file, not its bytes, so a bit flipped on
+    disk (in a weight's exponent, say) would load and resume silently."""
+    if not isinstance(saved, dict) or set(saved) != set(tensors):
+        raise _error(path, "metadata 'checksums' does not list exactly the file's tensors")
+    for name, t in tensors.items():
+        if checksum(t) != saved[name]:
+            raise _error(path, f"tensor {name!r} does not match its checksum: its bytes changed after it was written "
+                               "(a corrupted disk or copy); the file cannot be trusted")
 
 
 def _check_settings(path: Path, saved: Any, trainer: Trainer) -> None:

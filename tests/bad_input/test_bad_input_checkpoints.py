@@ -272,8 +272,13 @@ BAD_CHECKPOINTS = {
     "max_steps changed": (_config_edit(max_steps=99), "max_steps"),
     "seed changed": (_config_edit(seed=5), "seed"),
     "eps changed": (_config_edit(eps=1e-6), "eps"),
+    "checksums not JSON": (_edit_meta("checksums", "{"), "checksums.*JSON"),
+    "checksums of other tensors": (_edit_meta("checksums", '{"model.x": 1}'), "checksums.*exactly the file's tensors"),
 }
-for _key in ("format", "step", "aliases", "param_groups", "scheduler", "history", "config"):
+STALE_CHECKSUMS = {"checksums not JSON", "checksums of other tensors", "no checksums"}
+"""The cases that are about the checksums; every other edit is written with fresh checksums, as a writer that wrote
+consistent but wrong content would, so each case reaches the check it is about."""
+for _key in ("format", "step", "aliases", "param_groups", "scheduler", "history", "config", "checksums"):
     BAD_CHECKPOINTS[f"no {_key}"] = (lambda t, m, k=_key: m.pop(k), f"lacks.*{_key}")
 
 
@@ -294,6 +299,8 @@ def test_bad_checkpoint_is_rejected_before_any_state_changes(case: str, tmp_path
     path, tensors, meta = _saved(tmp_path)
     edit, message = BAD_CHECKPOINTS[case]
     edit(tensors, meta)
+    if case not in STALE_CHECKSUMS:
+        meta["checksums"] = json.dumps({name: checkpoint.checksum(t) for name, t in tensors.items()})
     bad = tmp_path / "bad.safetensors"
     save_file(tensors, str(bad), metadata=meta)
     fresh = trainer()
@@ -301,6 +308,23 @@ def test_bad_checkpoint_is_rejected_before_any_state_changes(case: str, tmp_path
     with pytest.raises(ValueError, match=message) as info:
         fresh.load(bad)
     assert str(bad) in str(info.value)
+    _assert_untouched(fresh, before)
+
+
+@pytest.mark.parametrize("tensor", ["model.mix.weight", "optim.0.exp_avg_sq", "rng.data"])
+def test_a_bit_flipped_on_disk_is_named_with_its_tensor(tensor: str, tmp_path: Path) -> None:
+    """One bit of one stored number flipped in the file itself (the top exponent bit of a float32 weight: 0.01
+    becomes about 3e36), which safetensors reads without complaint: the checksum names the tensor."""
+    path, tensors, _ = _saved(tmp_path)
+    data = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")
+    start = header + json.loads(data[8:header])[tensor]["data_offsets"][0]
+    data[start + 3] ^= 0x40  # the second-highest bit of a little-endian float32: its exponent's top bit
+    path.write_bytes(bytes(data))
+    fresh = trainer()
+    before = _snapshot(fresh)
+    with pytest.raises(ValueError, match=rf"tensor '{tensor}' does not match its checksum"):
+        fresh.load(path)
     _assert_untouched(fresh, before)
 
 

@@ -109,9 +109,13 @@ def test_gguf_loader_matches_hf_built_from_its_own_config(hf_model, tmp_path, ro
             assert (other(ids).logits - ref).abs().max() > 1e-2, setting
 
 
+THETA_RANGE = r"freq_base must be a finite number in \(1.0, 1000000000.0\]"
 BAD_META = {
     "rope base NaN": ({"llama.rope.freq_base": float("nan")}, "llama.rope.freq_base must be a finite number"),
-    "rope base zero": ({"llama.rope.freq_base": 0.0}, "llama.rope.freq_base must be .* > 0"),
+    "rope base zero": ({"llama.rope.freq_base": 0.0}, THETA_RANGE + ", got 0.0"),
+    "rope base tiny": ({"llama.rope.freq_base": 3e-34}, THETA_RANGE + r", got 3.0\d*e-34"),
+    "rope base one": ({"llama.rope.freq_base": 1.0}, r"llama.rope.freq_base must be a finite number in \(1.0, "),
+    "rope base huge": ({"llama.rope.freq_base": 1e12}, r"llama.rope.freq_base must be .*got 99999999\d+"),
     "rope base negative": ({"llama.rope.freq_base": -1e4}, "llama.rope.freq_base"),
     "rope base inf": ({"llama.rope.freq_base": float("inf")}, "llama.rope.freq_base must be a finite"),
     "eps zero": ({"llama.attention.layer_norm_rms_epsilon": 0.0}, "layer_norm_rms_epsilon"),

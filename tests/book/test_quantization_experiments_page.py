@@ -1,4 +1,4 @@
-"""book/quantization_experiments.md against the run it reports (bench/results/quant_formats.json).
+"""book/quantization_experiments.md against the run it reports (lmkit/book/results/quant_formats.json).
 
 The page's tables are written by ``python bench/bench_quant_formats.py --render``, never typed; its prose states
 what the numbers show. These tests fail when the page and the JSON disagree: after a new run, render the page

@@ -394,3 +394,30 @@ def test_accumulation_does_not_depend_on_torchs_default_dtype():
         finally:
             torch.set_default_dtype(default)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])  # out and log-sum-exp, bit for bit
+
+
+@pytest.mark.parametrize(
+    ("capability", "dtype", "expected"),
+    [
+        ((7, 5), torch.float32, None),  # a T4: float32 and float16 run
+        ((7, 5), torch.float16, None),
+        ((7, 5), torch.bfloat16, "no bf16 arithmetic"),
+        ((8, 0), torch.bfloat16, None),  # an A100
+        ((9, 0), torch.bfloat16, None),  # an H100
+        ((6, 0), torch.float32, "older than Triton supports"),  # a P100
+    ],
+)
+def test_triton_selection_by_compute_capability(monkeypatch, capability, dtype, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    why = flash.triton_unsupported("cuda", dtype)
+    assert why is None if expected is None else expected in why
+
+
+def test_triton_selection_on_the_cpu_needs_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert flash.triton_unsupported("cpu") is None
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert "interpreter" in flash.triton_unsupported("cpu")
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    assert flash.triton_unsupported("cuda") == "Triton is not installed"
