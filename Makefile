@@ -14,7 +14,7 @@ LLAMA_CMAKE_ARGS := $(shell $(PYTHON) tools/llama_cpp_flags.py)
 # shared cache, and pip's cache does not know which flags a wheel was built with.
 LLAMA_WHEEL_CACHE := $(HOME)/.cache/lmkit/pip-llama-cpp-$(shell echo '$(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-8)
 
-.PHONY: setup book test lab lint clean mutants llama-tests-v3
+.PHONY: setup book test lab lint clean mutants llama-tests-v3 colab-check colab-check-short
 
 setup: $(VENV)/.installed
 
@@ -56,8 +56,17 @@ lint: setup
 	$(BIN)/ruff check .
 
 # Two test workers on two cores, one thread each: more threads than cores makes PyTorch's spinning threads crawl.
-test: lint book /usr/bin/chromium /usr/bin/chromedriver
+test: lint book /usr/bin/chromium /usr/bin/chromedriver colab-check-short
 	OMP_NUM_THREADS=1 LMKIT_SITE_DIR=_build/html $(BIN)/pytest -n 2 --dist loadscope --nbval-lax tests notebooks
+
+# The Colab contract (tools/colab_check.py): Colab's published package versions on Python 3.13, each chapter's own
+# install cell run as on Colab, then the chapter, from a folder outside the checkout. It installs the checkout's
+# committed state (git's insteadOf), so commit first. All chapters on demand; CI runs the install check and two.
+colab-check: setup
+	OMP_NUM_THREADS=2 $(BIN)/python tools/colab_check.py
+
+colab-check-short: setup
+	OMP_NUM_THREADS=1 $(BIN)/python tools/colab_check.py --chapters 01 10
 
 # Mutation audit, on demand only (never in CI): the audit's named mutants, each applied in a private copy with the
 # tests that must catch it, then mutmut's own mutants of the core modules listed in setup.cfg (a fresh run, about 15

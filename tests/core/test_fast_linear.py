@@ -167,17 +167,41 @@ def test_without_fbgemm_every_call_takes_int_mm(monkeypatch):
                                rtol=1e-6, atol=1e-6)
 
 
+def _bf16_steps(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """How many bfloat16 rounding steps apart ``a`` and ``b`` are, elementwise (same sign: adjacent bit patterns)."""
+    return (a.view(torch.int16).int() - b.view(torch.int16).int()).abs()
+
+
+def test_bf16_packed_rounding_differs_from_f_linear_rarely_and_by_one_step():
+    """What BF16Linear's docstring states: over random 576 x 960 layers, about one output in 10,000 rounds its last
+    bfloat16 bit the other way than F.linear, never by more than one step."""
+    differing, total = 0, 0
+    for seed in range(60):
+        torch.manual_seed(seed)
+        lin = nn.Linear(576, 960, bias=False).to(torch.bfloat16)
+        x = torch.randn(1, 576).to(torch.bfloat16)
+        with torch.no_grad():
+            steps = _bf16_steps(BF16Linear.from_linear(lin)(x), lin(x))
+        assert steps.max() <= 1
+        differing, total = differing + int((steps > 0).sum()), total + steps.numel()
+    assert differing / total < 1e-3
+
+
 @pytest.mark.parametrize("bias", [False, True])
-def test_bf16_linear_on_the_packed_weight_is_f_linear_bit_for_bit(bias):
+def test_bf16_linear_on_the_packed_weight_is_f_linear_to_the_last_bit(bias):
+    torch.manual_seed(0)
     g = torch.Generator().manual_seed(7)
     lin = nn.Linear(576, 960, bias=bias).to(torch.bfloat16)
     layer = BF16Linear.from_linear(lin)
     assert layer.weight is lin.weight  # shared, not copied
-    for shape in [(1, 576), (1, 1, 576), (2, 18, 576)]:  # decoding steps; a prefill (F.linear: the packed kernel
-        x = torch.randn(*shape, generator=g).to(torch.bfloat16)  # rounds 36 rows differently on the book's machine)
+    for shape in [(1, 576), (1, 1, 576)]:  # decoding steps: the packed kernel
+        x = torch.randn(*shape, generator=g).to(torch.bfloat16)
         with torch.no_grad():
-            assert torch.equal(layer(x), lin(x))
+            assert _bf16_steps(layer(x), lin(x)).max() <= 1
         assert layer.packed is None or layer.packed.is_mkldnn  # packed when made (where oneDNN can)
+    x = torch.randn(2, 18, 576, generator=g).to(torch.bfloat16)  # a prefill: F.linear itself (the packed kernel
+    with torch.no_grad():  # rounds 36 rows differently on the book's machine)
+        assert torch.equal(layer(x), lin(x))
     y = layer(x)  # with autograd on: plain F.linear, gradients flow
     assert y.requires_grad and torch.equal(y, lin(x))
     copied = copy.deepcopy(layer)  # oneDNN's opaque copy is not copied, rebuilt on use
