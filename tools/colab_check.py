@@ -44,11 +44,17 @@ PACKAGES = ["torch", "numpy", "matplotlib", "ipywidgets", "ipython", "ipykernel"
 TORCH = "torch==2.11.0"  # PyPI's build of Colab's release (Colab: 2.11.0+cu128)
 
 
+CUDA_STACK = ("nvidia-", "cuda-")
+"""The GPU's binary libraries: Colab's belong to its CUDA 12.8 build of torch, PyPI's torch 2.11.0 brings CUDA 13's,
+so these are left to torch (no GPU runs here)."""
+
+
 def colab_pins() -> list[str]:
-    """The freeze's ``name==version`` lines as pip constraints (direct URLs dropped; torch's local version dropped)."""
+    """The freeze's ``name==version`` lines as pip constraints (direct URLs dropped; torch's local version dropped;
+    the CUDA libraries left to torch)."""
     pins = []
     for line in FREEZE.read_text().splitlines():
-        if line.startswith("#") or "==" not in line or " @ " in line:
+        if line.startswith("#") or "==" not in line or " @ " in line or line.lower().startswith(CUDA_STACK):
             continue
         pins.append(TORCH if line.lower().startswith("torch==") else line.strip())
     return pins
@@ -89,9 +95,10 @@ def build_venv() -> Path:
 
 
 def freeze(python: Path) -> dict[str, str]:
+    """``name -> version`` (or ``-> URL`` for a package installed from one, as lmkit is) of ``python``'s packages."""
     out = subprocess.run([python, "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True).stdout
-    pairs = (line.split("==", 1) for line in out.splitlines() if "==" in line)
-    return {name.lower().replace("_", "-"): version for name, version in pairs}
+    pairs = (line.split("==" if "==" in line else " @ ", 1) for line in out.splitlines() if "==" in line or " @ " in line)
+    return {name.strip().lower().replace("_", "-"): version.strip() for name, version in pairs}
 
 
 def changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
