@@ -97,7 +97,8 @@ def build_venv() -> Path:
 def freeze(python: Path) -> dict[str, str]:
     """``name -> version`` (or ``-> URL`` for a package installed from one, as lmkit is) of ``python``'s packages."""
     out = subprocess.run([python, "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True).stdout
-    pairs = (line.split("==" if "==" in line else " @ ", 1) for line in out.splitlines() if "==" in line or " @ " in line)
+    lines = [line for line in out.splitlines() if "==" in line or " @ " in line]
+    pairs = (line.split("==" if "==" in line else " @ ", 1) for line in lines)
     return {name.strip().lower().replace("_", "-"): version.strip() for name, version in pairs}
 
 
