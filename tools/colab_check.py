@@ -13,7 +13,8 @@
 3. Each chapter runs whole, its first cell included (the ``%pip install`` of lmkit). After the first chapter, the
    environment's ``pip freeze`` is compared with the one it was built with: any preinstalled package whose version
    changed fails the check (and the environment is rebuilt on the next run; what an install added is uninstalled).
-   Any chapter that raises fails it too. Each chapter's time is printed and written to ``_build/colab_check.json``.
+   Any chapter that raises fails it too. Each chapter's time is printed and written to ``_build/colab_check.json``;
+   a full run that passes also writes ``lmkit/book/results/colab_check.json`` and the table of ``book/how_to_use.md``.
 
 Left out: Colab's GPU (the chapters' CUDA paths run on the device machine, not here) and its front end (the widgets are
 checked to display in the kernel, not drawn in a browser).
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +36,8 @@ from pathlib import Path
 import nbformat
 import yaml
 from nbclient import NotebookClient
+
+from lmkit.book import results as book_results
 
 ROOT = Path(__file__).resolve().parents[1]
 FREEZE = ROOT / "tools" / "colab" / "pip-freeze.gpu.txt"
@@ -145,6 +149,26 @@ def chapters(selected: list[str]) -> list[Path]:
     return [f for f in files if not selected or f.name[:2] in selected]
 
 
+PAGE = ROOT / "book" / "how_to_use.md"
+TABLE = re.compile(r"(<!-- table colab -->\n).*?(<!-- end table -->)", re.S)
+
+
+def render_table(run: dict) -> str:
+    """The page's table of chapter times from a full run's JSON (``lmkit/book/results/colab_check.json``)."""
+    rows = [(name, r["seconds"]) for name, r in run["chapters"].items() if name != "install"]
+    lines = ["| chapter | seconds |", "|---|---:|", *(f"| {name} | {seconds:.0f} |" for name, seconds in rows)]
+    installed = ", ".join(f"`{n}`" for n in run["chapters"]["install"]["installed"])
+    return "\n".join(lines) + f"\n\nThe install cell installed {installed} and changed nothing else.\n"
+
+
+def render_page(run: dict, page: Path = PAGE) -> str:
+    """``page`` with its ``<!-- table colab -->`` block filled from ``run``."""
+    text = page.read_text()
+    if not TABLE.search(text):
+        raise KeyError(f"{page} has no <!-- table colab --> ... <!-- end table --> block")
+    return TABLE.sub(lambda m: m.group(1) + render_table(run) + m.group(2), text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chapters", nargs="*", default=[], help="chapter numbers (default: all)")
@@ -166,9 +190,12 @@ def main() -> int:
                 failed |= bool(moved)
             print(path.stem, report[path.stem], flush=True)
     print("install cell:", report.get("install"))
-    out = ROOT / "_build" / "colab_check.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"python": python313(), "chapters": report}, indent=1))
+    run = {"python": Path(python313()).name, "freeze": FREEZE.name, "chapters": report}
+    if not args.chapters and not failed:  # a full, passing run is what the book reports
+        book_results.path("colab_check").write_text(json.dumps(run, indent=1) + "\n")
+        PAGE.write_text(render_page(run))
+    (ROOT / "_build").mkdir(exist_ok=True)
+    (ROOT / "_build" / "colab_check.json").write_text(json.dumps(run, indent=1))
     return 1 if failed else 0
 
 

@@ -73,3 +73,24 @@ def test_missing_results_name_the_benchmark_that_writes_them():
         results.load("nope")
     with pytest.raises(ValueError, match="named by its benchmark"):
         results.path("../gptq_awq")
+
+
+def test_the_chapter_times_on_the_page_are_the_last_full_colab_check():
+    """book/how_to_use.md's table is written by a full `make colab-check` from its JSON, never typed, and covers
+    every chapter of _toc.yml."""
+    import importlib.util
+
+    import yaml
+
+    from lmkit.book import results
+
+    spec = importlib.util.spec_from_file_location("colab_check", ROOT / "tools" / "colab_check.py")
+    colab_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(colab_check)
+    run = results.load("colab_check")
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    chapters = {Path(c["file"]).name for part in toc["parts"] for c in part["chapters"] if "notebooks/" in c["file"]}
+    assert chapters <= set(run["chapters"]) and run["chapters"]["install"]["changed_preinstalled"] == []
+    assert colab_check.render_page(run) == (ROOT / "book" / "how_to_use.md").read_text(), (
+        "run `make colab-check` (or render the page from lmkit/book/results/colab_check.json)"
+    )
