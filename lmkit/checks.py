@@ -116,6 +116,26 @@ def check_bits(value: Any, minimum: int = 2, maximum: int = 8, name: str = "bits
     return value
 
 
+def check_tensor(name: str, value: Any, ndim: int | None = None, layout: str | None = None, floating: bool = False
+                 ) -> Any:
+    """``value`` if it is a ``torch.Tensor`` (else a ``TypeError``), floating-point when ``floating`` (else a
+    ``TypeError`` naming the dtype), of ``ndim`` dimensions when given (else a ``ValueError`` naming ``layout``, e.g.
+    ``"(batch, length, channels)"``, and the shape received). Shape and dtype only: cheap enough for a per-token path.
+
+    A list where a tensor is meant fails deep inside (``'list' object has no attribute 'shape'``), and an integer
+    tensor in float arithmetic either fails there or, through a final ``.to(x.dtype)``, truncates the result.
+    """
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if floating and not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
+    if ndim is not None and value.ndim != ndim:
+        raise ValueError(f"{name} must be a {layout or f'{ndim}-D'} tensor, got shape {tuple(value.shape)}")
+    return value
+
+
 def check_token_ids(name: str, ids: Any, vocab_size: int | None = None, ndim: int | None = 2) -> Any:
     """``ids`` if it is an int32 or int64 ``torch.Tensor`` (what ``F.embedding`` takes) of ``ndim`` dimensions
     (``(batch, length)`` unless said; any when ``None``) whose values lie in ``[0, vocab_size)`` when ``vocab_size`` is

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from lmkit import assets
+from lmkit.checks import check_int
 from lmkit.loaders.hf import bert_config, bert_state
 from lmkit.loaders.state_dict import load_state
 from lmkit.transformer.model import Transformer
@@ -80,10 +81,12 @@ def embed(model: Transformer, tokenizer: Any, sentences: list[str], max_length: 
     as sentence-transformers does), right-pad, encode, mean-pool over real tokens, L2-normalise.
 
     ``tokenizer.encode(text)`` may return a list of ids (``lmkit.tokenizers.WordPiece``) or an object with ``.ids``
-    (a Hugging Face ``tokenizers.Tokenizer``).
+    (a Hugging Face ``tokenizers.Tokenizer``). Checked: ``sentences`` is a non-empty list of ``str``, ``max_length``
+    a positive int (a slice bound of 0 or below would keep the whole text or cut from its end).
     """
-    if isinstance(sentences, str) or not sentences:
+    if isinstance(sentences, str) or not sentences or not all(isinstance(s, str) for s in sentences):
         raise TypeError("sentences must be a non-empty list of strings")
+    check_int("max_length", max_length, minimum=1)
     ids = []
     for s in sentences:
         enc = tokenizer.encode(s)

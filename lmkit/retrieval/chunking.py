@@ -17,8 +17,9 @@ Left out: sentence- or heading-aware splitting and token-exact windows. Word win
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from lmkit.checks import check_int
+from lmkit.checks import check_int, check_number
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,27 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+def _check_docs(docs: Any) -> dict[str, str]:
+    """``docs`` if it is a non-empty dict of name (``str``) -> text (``str``), else a ``ValueError`` (not such a dict)
+    or a ``TypeError`` naming the first entry of another type."""
+    if not isinstance(docs, dict) or not docs:
+        got = "an empty dict" if isinstance(docs, dict) else type(docs).__name__
+        raise ValueError(f"docs must be a non-empty dict of name -> text, got {got}")
+    for name, text in docs.items():
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise TypeError(f"docs must map str names to str texts, got {name!r} -> {type(text).__name__}")
+    return docs
+
+
 def chunk_words(words: list[str], size: int, overlap: int = 0) -> list[tuple[int, int]]:
     """Word spans ``[(start, end), ...]`` of windows of ``size`` words with ``overlap`` words shared by neighbours.
 
     The last window ends at the last word (it may be shorter); a text of at most ``size`` words is one chunk.
+    ``words`` must be a list (or tuple) of ``str`` — a text is split first (a ``str`` would be cut into characters).
     """
+    if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words):
+        got = type(words).__name__ if not isinstance(words, (list, tuple)) else "an element that is not a str"
+        raise TypeError(f"words must be a list of str (a text's .split()), got {got}")
     check_int("size (words per chunk)", size, minimum=1)
     check_int("overlap (words shared by neighbours, below size)", overlap, minimum=0, maximum=size - 1)
     step, spans = size - overlap, []
@@ -52,11 +69,10 @@ def chunk_words(words: list[str], size: int, overlap: int = 0) -> list[tuple[int
 
 
 def chunk_documents(docs: dict[str, str], size: int = 128, overlap: int = 16) -> list[Chunk]:
-    """Cut every document of ``docs`` (name -> text) into :class:`Chunk` s, in document order."""
-    if not isinstance(docs, dict) or not docs:
-        raise ValueError("docs must be a non-empty dict of name -> text")
+    """Cut every document of ``docs`` (a non-empty dict of name -> text, both ``str``) into :class:`Chunk` s, in
+    document order."""
     chunks = []
-    for name, text in docs.items():
+    for name, text in _check_docs(docs).items():
         words = text.split()
         chunks += [Chunk(name, a, b, " ".join(words[a:b])) for a, b in chunk_words(words, size, overlap)]
     return chunks
@@ -66,13 +82,16 @@ def evidence_spans(docs: dict[str, str], evidence: str) -> list[tuple[str, int, 
     """Every place ``(doc, start_word, end_word)`` where ``evidence`` occurs in ``docs``, whitespace-normalised.
 
     The evidence may begin or end inside a word of the document (a clause copied without its final period): the
-    span is then every word the match touches.
+    span is then every word the match touches. ``docs`` must be a non-empty dict of ``str`` name -> ``str``
+    text, ``evidence`` a ``str`` of at least one word.
     """
+    if not isinstance(evidence, str):
+        raise TypeError(f"evidence must be a str, got {type(evidence).__name__}")
     target = normalize(evidence)
     if not target:
         raise ValueError("evidence must contain at least one word")
     found = []
-    for name, text in docs.items():
+    for name, text in _check_docs(docs).items():
         flat = normalize(text)  # words joined by single spaces: word i starts after the i-th space
         pos = flat.find(target)
         while pos >= 0:
@@ -82,9 +101,26 @@ def evidence_spans(docs: dict[str, str], evidence: str) -> list[tuple[str, int, 
 
 
 def covers(chunk: Chunk, spans: list[tuple[str, int, int]], fraction: float = 0.5) -> bool:
-    """True when ``chunk`` holds at least ``fraction`` of the words of one of the evidence ``spans``."""
+    """True when ``chunk`` holds at least ``fraction`` of the words of one of the evidence ``spans``.
+
+    Checked: ``chunk`` is a :class:`Chunk`, ``fraction`` a number in ``(0, 1]`` (at 0 a chunk that merely touches a
+    span would count, above 1 none ever could), and every span a ``(doc, start, end)`` with ``0 <= start < end``, as
+    :func:`evidence_spans` gives them.
+    """
+    if not isinstance(chunk, Chunk):
+        raise TypeError(f"chunk must be a Chunk, got {type(chunk).__name__}")
+    check_number("fraction", fraction, above=0.0, maximum=1.0)
+    if not isinstance(spans, (list, tuple)):
+        raise TypeError(f"spans must be a list of (doc, start, end), got {type(spans).__name__}")
+    for span in spans:
+        if not _is_span(span):
+            raise ValueError(f"spans must be (doc, start, end) with 0 <= start < end, got {span!r}")
     for doc, a, b in spans:
         if doc == chunk.doc and min(b, chunk.end) - max(a, chunk.start) >= fraction * (b - a):
             return True
     return False
 
+
+def _is_span(span: Any) -> bool:
+    return (isinstance(span, (tuple, list)) and len(span) == 3 and isinstance(span[0], str)
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in span[1:]) and 0 <= span[1] < span[2])
