@@ -30,14 +30,33 @@ steps Mamba initialises (``Δ ∈ [0.001, 0.1]``), and ``B`` is learned anyway, 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+from lmkit.checks import check_number, check_tensor
+
+
+def _check_broadcast(delta: Any, A: torch.Tensor, B: torch.Tensor) -> None:
+    """``delta`` a tensor or a real number, ``A`` and ``B`` tensors, and the three shapes broadcastable together."""
+    if not isinstance(delta, torch.Tensor):
+        check_number("delta", delta)
+    check_tensor("A", A)
+    check_tensor("B", B)
+    shapes = [tuple(t.shape) for t in (delta, A, B) if isinstance(t, torch.Tensor)]
+    try:
+        torch.broadcast_shapes(*shapes)
+    except RuntimeError:
+        raise ValueError(f"delta, A and B must broadcast together, got shapes {shapes}") from None
 
 
 def zoh(delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact zero-order-hold ``(Ā, B̄)`` for a **diagonal** ``A`` given as its diagonal (any broadcastable shapes).
 
-    ``Ā = exp(ΔA)``, ``B̄ = expm1(ΔA) / (ΔA) · ΔB``; at ``ΔA = 0`` the limit ``B̄ = ΔB`` is used.
+    ``Ā = exp(ΔA)``, ``B̄ = expm1(ΔA) / (ΔA) · ΔB``; at ``ΔA = 0`` the limit ``B̄ = ΔB`` is used. Checked: ``delta``
+    a tensor or a number, ``A`` and ``B`` tensors, all broadcastable together.
     """
+    _check_broadcast(delta, A, B)
     dA = delta * A
     a_bar = torch.exp(dA)
     safe = torch.where(dA == 0, torch.ones_like(dA), dA)
@@ -46,7 +65,9 @@ def zoh(delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Te
 
 
 def zoh_simplified(delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mamba's discretisation in code: ``Ā = exp(ΔA)`` (ZOH) but ``B̄ = ΔB`` (first order in ``Δ``)."""
+    """Mamba's discretisation in code: ``Ā = exp(ΔA)`` (ZOH) but ``B̄ = ΔB`` (first order in ``Δ``); checked as
+    :func:`zoh`."""
+    _check_broadcast(delta, A, B)
     return torch.exp(delta * A), delta * B
 
 
@@ -58,7 +79,12 @@ def zoh_matrix(delta: float, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Te
         exp(Δ [[A, B], [0, 0]]) = [[Ā, B̄], [0, I]]
 
     which equals ``Ā = exp(ΔA)``, ``B̄ = (ΔA)⁻¹(exp(ΔA) − I) ΔB`` whenever ``A`` is invertible, without inverting it.
+    Checked: ``delta`` a finite step ``>= 0`` (a NaN or inf step makes every entry NaN), ``A`` and ``B``
+    floating-point tensors of those shapes.
     """
+    check_number("delta (the step size)", delta, minimum=0.0)
+    check_tensor("A", A, floating=True)
+    check_tensor("B", B, floating=True)
     if A.ndim != 2 or A.shape[0] != A.shape[1] or B.ndim != 2 or B.shape[0] != A.shape[0]:
         raise ValueError(f"expected A (N, N) and B (N, M), got {tuple(A.shape)} and {tuple(B.shape)}")
     n, m = B.shape

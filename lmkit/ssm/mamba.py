@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmkit.checks import check_choice, check_int, check_token_ids
+from lmkit.checks import check_choice, check_int, check_number, check_tensor, check_token_ids
 from lmkit.ssm.scan import SCAN_METHODS, ScanMethod, selective_scan
 from lmkit.transformer.norms import RMSNorm
 
@@ -60,8 +60,18 @@ class MambaConfig:
     dt_max: float = 1e-1
 
     def __post_init__(self) -> None:
+        """Checked: the sizes (``dt_rank`` too, unless None) are positive ints, the switches bools (``"False"`` would
+        be true), ``norm_eps >= 0``, ``0 < dt_min <= dt_max`` (Δ is drawn log-uniformly between them)."""
         for name in ("vocab_size", "d_model", "n_layers", "d_state", "expand", "d_conv"):
             check_int(name, getattr(self, name), minimum=1)
+        if self.dt_rank is not None:
+            check_int("dt_rank", self.dt_rank, minimum=1)
+        for name in ("conv_bias", "bias", "tie_embeddings", "selective"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        check_number("norm_eps", self.norm_eps, minimum=0.0)
+        check_number("dt_min", self.dt_min, above=0.0)
+        check_number("dt_max (at least dt_min)", self.dt_max, minimum=self.dt_min)
         check_choice("scan", self.scan, SCAN_METHODS)
 
     @property
@@ -84,9 +94,20 @@ class MambaCache:
         self.length = 0  # tokens read so far
 
     def get(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Layer ``layer``'s ``(conv, ssm)`` state, or None before it is first set; ``layer`` a non-negative int (a
+        negative one would read another layer's state from the end)."""
+        check_int("layer", layer, minimum=0)
         return (self.conv[layer], self.ssm[layer]) if layer < len(self.conv) else None
 
     def set(self, layer: int, conv: torch.Tensor, ssm: torch.Tensor) -> None:
+        """Store layer ``layer``'s state (layers are filled in order): ``conv`` ``(B, E, d_conv - 1)`` and ``ssm``
+        ``(B, E, N)`` tensors with the same batch and channels (shapes only: this runs at every token)."""
+        check_int("layer", layer, minimum=0)
+        check_tensor("conv", conv, 3, "(batch, channels, d_conv - 1)")
+        check_tensor("ssm", ssm, 3, "(batch, channels, d_state)")
+        if conv.shape[:2] != ssm.shape[:2]:
+            raise ValueError(f"conv and ssm states must share (batch, channels), got {tuple(conv.shape)} and "
+                             f"{tuple(ssm.shape)}")
         if layer == len(self.conv):
             self.conv.append(conv)
             self.ssm.append(ssm)
@@ -96,7 +117,14 @@ class MambaCache:
             raise ValueError(f"layers must be filled in order: got layer {layer} with {len(self.conv)} cached")
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Select / reorder batch rows in place (beam search)."""
+        """Select / reorder batch rows in place (beam search): ``index`` a 1-D integer tensor of rows in ``[0, B)``."""
+        check_tensor("index", index, 1, "1-D (rows,)")
+        if index.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"index must be an integer tensor of batch rows, got {index.dtype}")
+        rows = self.conv[0].shape[0] if self.conv else None
+        if rows is not None and index.numel() and (int(index.min()) < 0 or int(index.max()) >= rows):
+            raise ValueError(f"index must hold rows in [0, {rows}), got rows from {int(index.min())} to "
+                             f"{int(index.max())}")
         self.conv = [c.index_select(0, index.to(c.device)) for c in self.conv]
         self.ssm = [s.index_select(0, index.to(s.device)) for s in self.ssm]
 
@@ -133,6 +161,32 @@ class MambaMixer(nn.Module):
         dt = torch.exp(torch.rand(cfg.d_inner) * (math.log(cfg.dt_max) - math.log(cfg.dt_min)) + math.log(cfg.dt_min))
         self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus(bias) = dt
 
+    def check_hidden(self, hidden: torch.Tensor, ndim: int) -> torch.Size:
+        """``hidden``'s shape if it is ``(batch, length >= 1, d_model)`` (``ndim`` 3) or ``(batch, d_model)`` (2) in
+        the weights' dtype; else a ``TypeError`` (not a tensor, another dtype) or a ``ValueError`` naming the shape."""
+        layout = "(batch, length, d_model)" if ndim == 3 else "(batch, d_model)"
+        check_tensor("hidden", hidden, ndim, layout)
+        if hidden.shape[-1] != self.cfg.d_model or (ndim == 3 and hidden.shape[1] == 0):
+            raise ValueError(f"hidden must be {layout} with d_model={self.cfg.d_model} (and length >= 1), got "
+                             f"{tuple(hidden.shape)}")
+        if hidden.dtype != self.in_proj.weight.dtype:
+            raise TypeError(f"hidden must have the weights' dtype {self.in_proj.weight.dtype}, got {hidden.dtype}")
+        return hidden.shape
+
+    def check_state(self, state: Any, batch: int) -> None:
+        """``state`` None or a ``(conv, ssm)`` pair of tensors ``(batch, E, d_conv - 1)``, ``(batch, E, N)``; else a
+        ``TypeError`` / ``ValueError`` (a cache of another batch size or another model)."""
+        if state is None:
+            return
+        pair = isinstance(state, (tuple, list)) and len(state) == 2
+        if not pair or not all(isinstance(t, torch.Tensor) for t in state):
+            raise TypeError(f"state must be a (conv, ssm) pair of tensors, got {type(state).__name__}")
+        E = self.cfg.d_inner
+        want, got = ((batch, E, self.cfg.d_conv - 1), (batch, E, self.cfg.d_state)), tuple(t.shape for t in state)
+        if got != want:
+            raise ValueError(f"state must be (conv, ssm) of shapes {want}, got {tuple(map(tuple, got))}: a cache of "
+                             "another batch size or model?")
+
     def ssm_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The selection: ``(Δ (B, T, E) > 0, A (E, N) < 0, B (B, T, N), C (B, T, N))`` from the conv output."""
         N, A = self.cfg.d_state, -torch.exp(self.A_log.float())
@@ -149,9 +203,15 @@ class MambaMixer(nn.Module):
         """Mix ``hidden`` ``(B, T, C)`` in parallel (a scan over T); ``state`` continues from earlier tokens.
 
         ``mask`` ``(B, T)`` is False on (left) padding: those inputs are zeroed before and after the conv, so the
-        state stays 0 through them (as HF does). Returns the output and the new ``(conv, ssm)`` state.
+        state stays 0 through them (as HF does). Returns the output and the new ``(conv, ssm)`` state. Checked
+        (shapes and dtype only): ``hidden`` ``(B, T >= 1, d_model)`` in the weights' dtype, ``mask`` ``(B, T)``,
+        ``state`` a pair of this batch and model (:meth:`check_state`).
         """
-        B, T, _ = hidden.shape
+        B, T = self.check_hidden(hidden, 3)[:2]
+        if mask is not None and (not isinstance(mask, torch.Tensor) or mask.shape != (B, T)):
+            raise ValueError(f"mask must be a (batch, length) = {(B, T)} tensor, got "
+                             f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
+        self.check_state(state, B)
         K = self.cfg.d_conv
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (B, T, E) each
         if mask is not None:
@@ -169,8 +229,10 @@ class MambaMixer(nn.Module):
     def step(
         self, hidden: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """One token ``hidden`` ``(B, C)`` as an RNN cell: ``O(1)`` time and memory per token, whatever came before."""
+        """One token ``hidden`` ``(B, C)`` as an RNN cell: ``O(1)`` time and memory per token, whatever came before.
+        Checked as :meth:`forward` (shapes only)."""
         K, E, N = self.cfg.d_conv, self.cfg.d_inner, self.cfg.d_state
+        self.check_state(state, self.check_hidden(hidden, 2)[0])
         if state is None:
             state = (hidden.new_zeros(hidden.shape[0], E, K - 1), hidden.new_zeros(hidden.shape[0], E, N))
         conv_state, h = state
@@ -237,10 +299,21 @@ class MambaLM(nn.Module):
     ) -> MambaOutput:
         """Logits for ``input_ids`` ``(B, T)``. ``attention_mask`` ``(B, S)`` (True on real tokens) covers cached and
         new tokens, as in lmkit's transformer; ``position_ids`` is accepted and ignored — the recurrence itself
-        orders the tokens, Mamba has no position embeddings."""
+        orders the tokens, Mamba has no position embeddings. Checked: the ids (:func:`~lmkit.checks.check_token_ids`),
+        ``cache`` a :class:`MambaCache`, the mask's shape; no tokens give empty logits."""
         del position_ids
         check_token_ids("input_ids", input_ids, self.config.vocab_size)
-        T = input_ids.shape[1]
+        if cache is not None and not isinstance(cache, MambaCache):
+            raise TypeError(f"cache must be a MambaCache, got {type(cache).__name__}")
+        (B, T), past = input_ids.shape, 0 if cache is None else cache.length
+        if attention_mask is not None:
+            check_tensor("attention_mask", attention_mask)
+            if attention_mask.shape != (B, past + T):
+                raise ValueError(f"attention_mask must be (batch, cached + new) = {(B, past + T)}, got "
+                                 f"{tuple(attention_mask.shape)}")
+        if T == 0:  # no tokens: empty logits, the cache untouched (as lmkit's Transformer)
+            x = self.norm_f(self.embeddings(input_ids))
+            return MambaOutput(logits=self.lm_head(x), hidden_states=x)
         mask = None
         if attention_mask is not None:
             mask = attention_mask[:, -T:].to(self.embeddings.weight.dtype)

@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from lmkit.checks import choices
+from lmkit.checks import check_choice, check_int, check_tensor, choices
 from lmkit.ssm.discretize import zoh, zoh_simplified
 
 ScanMethod = Literal["sequential", "associative", "chunked"]
@@ -39,9 +39,17 @@ SCAN_METHODS: tuple[str, ...] = choices(ScanMethod)
 
 
 def _check(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None) -> None:
+    """The scans' inputs: ``a`` and ``b`` tensors of one ``(batch, length >= 1, ...)`` shape (a scan of no steps has no
+    state to return), ``h0`` None or a tensor ``(batch, ...)``."""
+    check_tensor("a", a)
+    check_tensor("b", b)
+    if h0 is not None:
+        check_tensor("h0", h0)
     if a.shape != b.shape or a.ndim < 2:
         raise ValueError(f"a and b must have the same (batch, length, ...) shape, got {tuple(a.shape)}, "
                          f"{tuple(b.shape)}")
+    if a.shape[1] == 0:
+        raise ValueError(f"a and b must hold at least one step (length >= 1), got shape {tuple(a.shape)}")
     if h0 is not None and h0.shape != (a.shape[0], *a.shape[2:]):
         raise ValueError(f"h0 must be (batch, ...) = {(a.shape[0], *a.shape[2:])}, got {tuple(h0.shape)}")
 
@@ -85,9 +93,7 @@ def scan_chunked(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = Non
     """
     _check(a, b, h0)
     Bt, L, rest = a.shape[0], a.shape[1], a.shape[2:]
-    T = chunk_size if chunk_size is not None else max(1, int(L**0.5 + 0.5))
-    if not isinstance(T, int) or T < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    T = check_int("chunk_size", chunk_size, minimum=1) if chunk_size is not None else max(1, int(L**0.5 + 0.5))
     n = -(-L // T)
     pad = n * T - L
     if pad:  # pad with the identity pair (a=1, b=0): it leaves the state unchanged
@@ -176,14 +182,9 @@ def selective_scan(
         y_t = C_t · h_t + D u_t,   then y_t · silu(z_t) when z is given
 
     This is ``selective_scan_ref`` of ``state-spaces/mamba`` in lmkit's ``(batch, length, channels)`` layout.
+    Checked (shapes only): every argument a tensor of the shape above, ``L >= 1``; ``D`` and ``z`` are not broadcast.
     """
-    if u.ndim != 3 or delta.shape != u.shape:
-        raise ValueError(f"u and delta must both be (batch, length, channels), got {tuple(u.shape)}, "
-                         f"{tuple(delta.shape)}")
-    Bt, L, E = u.shape
-    if A.shape[0] != E or B.shape != (Bt, L, A.shape[1]) or C.shape != B.shape:
-        raise ValueError(f"expected A (E={E}, N), B and C (batch, length, N); got A {tuple(A.shape)}, "
-                         f"B {tuple(B.shape)}, C {tuple(C.shape)}")
+    _check_selective(u, delta, A, B, C, D, z)
     discretize = {"mamba": zoh_simplified, "zoh": zoh}.get(discretization)
     if discretize is None:
         raise ValueError(f"discretization must be 'mamba' or 'zoh', got {discretization!r}")
@@ -197,13 +198,42 @@ def selective_scan(
     return y, h[:, -1]
 
 
+def _check_selective(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                     D: torch.Tensor | None, z: torch.Tensor | None) -> None:
+    """:func:`selective_scan`'s shapes (``h0`` is checked by the scan)."""
+    for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z)):
+        if t is not None or name not in ("D", "z"):
+            check_tensor(name, t)
+    if u.ndim != 3 or delta.shape != u.shape:
+        raise ValueError(f"u and delta must both be (batch, length, channels), got {tuple(u.shape)}, "
+                         f"{tuple(delta.shape)}")
+    Bt, L, E = u.shape
+    if L == 0:
+        raise ValueError(f"u must hold at least one step (length >= 1), got shape {tuple(u.shape)}")
+    if A.ndim != 2 or A.shape[0] != E or B.shape != (Bt, L, A.shape[1]) or C.shape != B.shape:
+        raise ValueError(f"expected A (E={E}, N), B and C (batch, length, N); got A {tuple(A.shape)}, "
+                         f"B {tuple(B.shape)}, C {tuple(C.shape)}")
+    if D is not None and D.shape != (E,):
+        raise ValueError(f"D must be (channels,) = ({E},), got {tuple(D.shape)}")
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f"z must have u's shape {tuple(u.shape)}, got {tuple(z.shape)}")
+
+
 def lti_kernel(delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, length: int,
                discretization: Literal["mamba", "zoh"] = "mamba") -> torch.Tensor:
     """The convolution kernel ``K_k = Σ_n C_n Ā_n^k B̄_n`` ``(E, length)`` of a **time-invariant** diagonal SSM.
 
     ``delta`` ``(E,)``, ``A`` ``(E, N)``, ``B`` and ``C`` ``(N,)``. Unrolling ``h_t = Ā h_{t-1} + B̄ u_t`` from
     ``h_0 = 0`` gives ``y_t = Σ_k K_k u_{t-k}``: the whole layer is one causal convolution (S4's view).
+    Checked: those shapes, ``length`` a positive int, ``discretization`` ``"mamba"`` or ``"zoh"``.
     """
+    for name, t in (("delta", delta), ("A", A), ("B", B), ("C", C)):
+        check_tensor(name, t)
+    if A.ndim != 2 or delta.shape != A.shape[:1] or B.shape != A.shape[1:] or C.shape != B.shape:
+        raise ValueError(f"expected delta (E,), A (E, N), B and C (N,); got delta {tuple(delta.shape)}, "
+                         f"A {tuple(A.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}")
+    check_int("length", length, minimum=1)
+    check_choice("discretization", discretization, ("mamba", "zoh"))
     discretize = zoh if discretization == "zoh" else zoh_simplified
     a, b_bar = discretize(delta[:, None], A, B)  # (E, N)
     powers = a[:, None, :] ** torch.arange(length, device=a.device, dtype=a.dtype)[None, :, None]  # (E, L, N)
@@ -211,9 +241,18 @@ def lti_kernel(delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.T
 
 
 def causal_conv(u: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """``y_t = Σ_{k ≤ t} K_k u_{t-k}`` for ``u`` ``(Bt, L, E)`` and ``kernel`` ``(E, L)``, by FFT in ``O(L log L)``
-    (zero-padded to ``2L`` so the circular convolution does not wrap around)."""
+    """``y_t = Σ_{k ≤ t} K_k u_{t-k}`` for ``u`` ``(Bt, L, E)`` and ``kernel`` ``(E, K)``, by FFT in ``O(L log L)``
+    (zero-padded to ``2L`` so the circular convolution does not wrap around).
+
+    Checked: ``u`` has ``L >= 1`` steps, ``kernel`` one row per channel (not broadcast). A shorter kernel is
+    zero-padded; taps ``K_k`` with ``k >= L`` reach no output and are dropped (left in, they would wrap around).
+    """
+    check_tensor("u", u, 3, "(batch, length, channels)")
+    check_tensor("kernel", kernel, 2, "(channels, taps)")
     L = u.shape[1]
+    if L == 0 or kernel.shape[0] != u.shape[2]:
+        raise ValueError(f"u (batch, length >= 1, E) and kernel (E, taps) do not fit: u {tuple(u.shape)}, "
+                         f"kernel {tuple(kernel.shape)}")
     n = 2 * L
-    spectrum = torch.fft.rfft(u.transpose(1, 2), n=n) * torch.fft.rfft(kernel, n=n)  # (Bt, E, n/2+1)
+    spectrum = torch.fft.rfft(u.transpose(1, 2), n=n) * torch.fft.rfft(kernel[:, :L], n=n)  # (Bt, E, n/2+1)
     return torch.fft.irfft(spectrum, n=n)[..., :L].transpose(1, 2)
