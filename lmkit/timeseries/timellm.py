@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmkit.checks import check_int
+from lmkit.checks import check_int, check_number, check_tensor
 from lmkit.transformer.model import AttentionInputs, Transformer
 from lmkit.transformer.positions import positions_from_mask, rope_angles
 from lmkit.utils import pad_batch
@@ -40,28 +40,54 @@ DESCRIPTION = "A synthetic hourly load series with daily and weekly seasonality.
 
 
 def revin(x: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """Standardise each window ``x`` ``(B, T)`` over time: ``((x - mean) / std, (mean, std))``, std with ``eps``."""
+    """Standardise each window ``x`` ``(B, T)`` over time: ``((x - mean) / std, (mean, std))``, std with ``eps``.
+    Checked: ``x`` a floating-point tensor of windows of ``T >= 1`` values, ``eps > 0`` (at 0 a constant window
+    divides 0 by 0)."""
+    check_tensor("x", x, floating=True)
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"x must hold windows of at least one value (B, T >= 1), got shape {tuple(x.shape)}")
+    check_number("eps", eps, above=0.0)
     mean = x.mean(-1, keepdim=True)
     std = (x.var(-1, keepdim=True, unbiased=False) + eps).sqrt()
     return (x - mean) / std, (mean, std)
 
 
 def revin_inverse(y: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Undo :func:`revin` on a forecast ``y`` ``(B, H)`` with the window's own ``(mean, std)``."""
+    """Undo :func:`revin` on a forecast ``y`` ``(B, H)`` with the window's own ``(mean, std)``: a pair of tensors
+    ``(B, 1)`` for the same windows (another batch would broadcast one window's statistics over all)."""
+    check_tensor("y", y)
+    want = (*y.shape[:-1], 1)
+    if not isinstance(stats, (tuple, list)) or len(stats) != 2 or not all(isinstance(t, torch.Tensor) for t in stats):
+        raise TypeError(f"stats must be the (mean, std) pair of tensors revin returned, got {type(stats).__name__}")
+    if any(tuple(t.shape) != want for t in stats):
+        raise ValueError(f"stats must be (mean, std) of shape {want} for y {tuple(y.shape)}, got "
+                         f"{[tuple(t.shape) for t in stats]}")
     mean, std = stats
     return y * std + mean
 
 
 def top_lags(x: torch.Tensor, k: int = 5) -> torch.Tensor:
     """The ``k`` lags ``(B, k)`` with the largest circular autocorrelation of each window ``x`` ``(B, T)`` (by FFT:
-    ``irfft(|rfft(x)|^2)``, as the reference computes it; lag 0 is included when it wins)."""
+    ``irfft(|rfft(x)|^2)``, as the reference computes it; lag 0 is included when it wins). ``x`` floating-point with
+    ``T >= 1``, ``k`` in ``1..T``."""
+    check_tensor("x", x, floating=True)
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"x must hold windows of at least one value (B, T >= 1), got shape {tuple(x.shape)}")
+    check_int("k (lags, at most the window length)", k, minimum=1, maximum=x.shape[-1])
     f = torch.fft.rfft(x, dim=-1)
     corr = torch.fft.irfft(f * f.conj(), n=x.shape[-1], dim=-1)  # (B, T)
     return corr.topk(k, dim=-1).indices
 
 
 def series_prompt(x: torch.Tensor, pred_len: int, description: str = DESCRIPTION, n_lags: int = 5) -> list[str]:
-    """Time-LLM's prompt for each (normalised) window of ``x`` ``(B, T)``: dataset, task, input statistics."""
+    """Time-LLM's prompt for each (normalised) window of ``x`` ``(B, T)``: dataset, task, input statistics.
+    Checked: ``x`` floating-point ``(B, T >= 1)``, ``pred_len`` a positive int, ``description`` a ``str``, ``n_lags``
+    in ``1..T``."""
+    check_tensor("x", x, 2, "(batch, seq_len)", floating=True)
+    check_int("pred_len", pred_len, minimum=1)
+    if not isinstance(description, str):
+        raise TypeError(f"description must be a str, got {type(description).__name__}")
+    check_int("n_lags (at most the window length)", n_lags, minimum=1, maximum=x.shape[-1])
     lags = top_lags(x, n_lags).tolist()
     trend = x.diff(dim=-1).sum(-1)
     prompts = []
@@ -85,6 +111,7 @@ class PatchEmbedding(nn.Module):
         super().__init__()
         check_int("patch_len", patch_len, minimum=1)
         check_int("stride", stride, minimum=1)
+        check_int("d_model", d_model, minimum=1)
         self.patch_len, self.stride = patch_len, stride
         self.conv = nn.Conv1d(patch_len, d_model, kernel_size=3, padding=1, padding_mode="circular", bias=False)
         self.dropout = nn.Dropout(dropout)
@@ -93,6 +120,10 @@ class PatchEmbedding(nn.Module):
         return (seq_len - self.patch_len) // self.stride + 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, T >= patch_len)`` in the weights' dtype -> ``(B, P, d_model)``."""
+        check_tensor("x", x, 2, "(batch, seq_len)")
+        if x.dtype != self.conv.weight.dtype:
+            raise TypeError(f"x must have the weights' dtype {self.conv.weight.dtype}, got {x.dtype}")
         if x.shape[-1] < self.patch_len:
             raise ValueError(f"series of length {x.shape[-1]} is shorter than patch_len={self.patch_len}")
         x = torch.cat([x, x[:, -1:].expand(-1, self.stride)], dim=-1)  # (B, T + stride): repeat the last value
@@ -106,6 +137,8 @@ class Reprogramming(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, d_keys: int, d_llm: int, dropout: float = 0.0) -> None:
         super().__init__()
+        for name, value in (("d_model", d_model), ("n_heads", n_heads), ("d_keys", d_keys), ("d_llm", d_llm)):
+            check_int(name, value, minimum=1)
         self.n_heads = n_heads
         self.query = nn.Linear(d_model, d_keys * n_heads)
         self.key = nn.Linear(d_llm, d_keys * n_heads)
@@ -114,6 +147,15 @@ class Reprogramming(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, patches: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        """Checked (shapes only): ``patches`` ``(B, P, d_model)``, ``prototypes`` ``(S >= 1, d_llm)``."""
+        check_tensor("patches", patches, 3, "(batch, patches, d_model)")
+        check_tensor("prototypes", prototypes, 2, "(prototypes, d_llm)")
+        if patches.shape[-1] != self.query.in_features:
+            raise ValueError(f"patches must be (batch, patches, d_model={self.query.in_features}), got "
+                             f"{tuple(patches.shape)}")
+        if prototypes.shape[0] == 0 or prototypes.shape[1] != self.key.in_features:
+            raise ValueError(f"prototypes must be (S >= 1, d_llm={self.key.in_features}), got "
+                             f"{tuple(prototypes.shape)}")
         B, P, _ = patches.shape
         S, H = prototypes.shape[0], self.n_heads
         q = self.query(patches).view(B, P, H, -1).transpose(1, 2)  # (B, H, P, E)
@@ -143,6 +185,31 @@ def run_backbone(model: Transformer, x: torch.Tensor, attention_mask: torch.Tens
     return model.norm_f(x) if model.norm_f is not None else x
 
 
+def _check_timellm(backbone: Any, tokenizer: Any, seq_len: int, pred_len: int, patch_len: int, n_heads: int,
+                   d_ff: int, n_prototypes: int, n_words: int | None, n_layers: int | None, description: str) -> None:
+    """:class:`TimeLLM`'s arguments: an lmkit ``Transformer`` and a tokenizer with ``encode``; sizes that leave at
+    least one patch (``seq_len >= patch_len``), at least one key channel per head (``n_heads <= d_ff``), at least one
+    prototype, and ``n_words`` / ``n_layers`` within the backbone's vocabulary / depth (a slice past either silently
+    keeps everything, a negative one drops from the end)."""
+    if not isinstance(backbone, Transformer):
+        raise TypeError(f"backbone must be an lmkit Transformer, got {type(backbone).__name__}")
+    if not callable(getattr(tokenizer, "encode", None)):
+        raise TypeError(f"tokenizer must have an encode(text) method, got {type(tokenizer).__name__}")
+    cfg = backbone.config
+    check_int("patch_len", patch_len, minimum=1)
+    check_int("seq_len (at least patch_len)", seq_len, minimum=patch_len)
+    check_int("pred_len", pred_len, minimum=1)
+    check_int("d_ff (channels kept of the backbone's width)", d_ff, minimum=1, maximum=cfg.d_model)
+    check_int("n_heads (at most d_ff)", n_heads, minimum=1, maximum=d_ff)
+    check_int("n_prototypes", n_prototypes, minimum=1)
+    if n_words is not None:
+        check_int("n_words (at most the vocabulary)", n_words, minimum=1, maximum=cfg.vocab_size)
+    if n_layers is not None:
+        check_int("n_layers (at most the backbone's)", n_layers, minimum=1, maximum=cfg.n_layers)
+    if not isinstance(description, str):
+        raise TypeError(f"description must be a str, got {type(description).__name__}")
+
+
 class TimeLLM(nn.Module):
     """Time-LLM around a frozen lmkit decoder ``backbone`` (e.g. SmolLM2) and its ``tokenizer``.
 
@@ -168,8 +235,9 @@ class TimeLLM(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        _check_timellm(backbone, tokenizer, seq_len, pred_len, patch_len, n_heads, d_ff, n_prototypes, n_words,
+                       n_layers, description)
         d_llm = backbone.config.d_model
-        check_int("d_ff (channels kept of the backbone's width)", d_ff, minimum=1, maximum=d_llm)
         for p in backbone.parameters():
             p.requires_grad_(False)
         self.backbone, self.tokenizer = backbone.eval(), tokenizer
@@ -200,6 +268,8 @@ class TimeLLM(nn.Module):
         return self.backbone.tok_emb(tokens.to(x_norm.device)), mask.to(x_norm.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Forecasts ``(B, pred_len)`` of windows ``x`` ``(B, seq_len)``, a floating-point tensor."""
+        check_tensor("x", x, floating=True)
         if x.ndim != 2 or x.shape[1] != self.seq_len:
             raise ValueError(f"x must be (batch, seq_len={self.seq_len}), got {tuple(x.shape)}")
         x_norm, stats = revin(x)
