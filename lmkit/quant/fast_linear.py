@@ -47,8 +47,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lmkit.checks import check_choice, check_number
-from lmkit.quant.base import replace_module
+from lmkit.checks import check_choice, check_number, check_tensor
+from lmkit.quant.base import check_matrix, check_nonempty, replace_module
 from lmkit.quant.int8_matmul import THRESHOLD, outlier_columns, quantize_rowwise
 from lmkit.transformer.attention import MultiHeadAttention
 from lmkit.transformer.model import Block
@@ -166,11 +166,18 @@ class Int8Linear(nn.Module):
     def __init__(
         self, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None, threshold: float = 0.0
     ) -> None:
+        """Checked: ``codes`` a 2-D int8 tensor with a row and a column at least, ``scale`` one finite ``c_w >= 0``
+        per row (:meth:`derive`), ``bias`` None or ``(out,)``, ``threshold`` a finite number ``>= 0``."""
         super().__init__()
-        if codes.dtype != torch.int8 or codes.dim() != 2:
-            raise ValueError(f"codes must be a 2-D int8 (out, in) tensor, got {codes.dtype} {tuple(codes.shape)}")
+        check_tensor("codes", codes)
+        check_tensor("scale", scale)
+        if codes.dtype != torch.int8 or codes.dim() != 2 or codes.numel() == 0:
+            raise ValueError(f"codes must be a 2-D int8 (out, in) tensor with out, in >= 1, got {codes.dtype} "
+                             f"{tuple(codes.shape)}")
         if scale.numel() != codes.shape[0]:
             raise ValueError(f"need one scale per output row: {codes.shape[0]} rows, {scale.numel()} scales")
+        if bias is not None and check_tensor("bias", bias, floating=True).shape != codes.shape[:1]:
+            raise ValueError(f"bias must be (out,) = ({codes.shape[0]},), got {tuple(bias.shape)}")
         self.out_features, self.in_features = codes.shape
         self.threshold = check_number("threshold", threshold, minimum=0.0)  # 0: no outlier columns
         self.register_buffer("codes", codes.contiguous())
@@ -181,7 +188,11 @@ class Int8Linear(nn.Module):
         self.derive()
 
     def derive(self) -> None:
-        """(Re)compute what follows from ``codes`` and ``scale``: the steps and the FBGEMM copy (after a load)."""
+        """(Re)compute what follows from ``codes`` and ``scale``: the steps and the FBGEMM copy (after a load). The
+        scales must be finite and ``>= 0`` (row absmaxes): a NaN one, built or loaded, would make its output NaN."""
+        if not bool(torch.isfinite(self.scale).all()) or bool((self.scale < 0).any()):
+            raise ValueError("scale must hold one finite row absmax >= 0 per output row, got NaN, inf or a negative "
+                             "value")
         self.step = self.scale / 127.0
         self.out_scale = self.step / 127.0
         self.pack()
@@ -201,14 +212,17 @@ class Int8Linear(nn.Module):
 
     @classmethod
     def from_weight(cls, w: torch.Tensor, bias: torch.Tensor | None = None, threshold: float = 0.0) -> Int8Linear:
-        """Quantize a float ``(out, in)`` weight row-wise with LLM.int8()'s quantizer."""
-        if w.dim() != 2:
-            raise ValueError(f"need a 2-D (out, in) weight, got shape {tuple(w.shape)}")
+        """Quantize a float ``(out, in)`` weight row-wise with LLM.int8()'s quantizer: ``w`` a finite, non-empty,
+        floating-point matrix (``quant.base.check_matrix``: a NaN or inf would make its row's scale one)."""
+        check_matrix(w, "weight")
+        check_nonempty(w, "weight")
         codes, c = quantize_rowwise(w.detach())
         return cls(codes, c, bias, threshold)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, threshold: float = 0.0) -> Int8Linear:
+        """:meth:`from_weight` of an ``nn.Linear``'s weight and bias."""
+        _check_linear(linear)
         return cls.from_weight(linear.weight, linear.bias, threshold)
 
     def dequantized_weight(self) -> torch.Tensor:
@@ -220,7 +234,9 @@ class Int8Linear(nn.Module):
         tensors = [self.codes, self.scale] + ([] if self.bias is None else [self.bias])
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., in) -> (..., out)`` for a floating-point ``x`` (an integer one would come back truncated)."""
+        _check_input(x, self.in_features, floating=True)
         x2 = x.reshape(-1, self.in_features).float()  # (M, K)
         one_row = self.packed is not None and x2.shape[0] == 1 and x2.device.type == "cpu"  # a decoding step
         absmax = x2.abs().amax() if one_row else None  # c_x, which the codes need: below the threshold, no outliers
@@ -252,6 +268,30 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, threshold={self.threshold}"
 
 
+def _check_linear(linear: nn.Module) -> None:
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+
+
+def _check_input(x: torch.Tensor, in_features: int, floating: bool = False, dtype: torch.dtype | None = None) -> None:
+    """A layer's input: a tensor ``(..., in_features)`` (floating-point, or of ``dtype``, when asked). Shape and
+    dtype only: this runs at every decoding step."""
+    check_tensor("x", x, floating=floating)
+    if x.ndim == 0 or x.shape[-1] != in_features:
+        raise ValueError(f"x must be (..., in_features={in_features}), got shape {tuple(x.shape)}")
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"x must have the weight's dtype {dtype}, got {x.dtype}")
+
+
+def _check_model(model: nn.Module, converted: type[nn.Module] | None = None) -> None:
+    """``model`` an ``nn.Module`` without ``converted`` layers: a model converted to the other format already has no
+    ``nn.Linear`` left to convert (``to_int8`` would leave it bfloat16), and ``to_bf16`` would round int8 scales."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if converted is not None and any(isinstance(m, converted) for m in model.modules()):
+        raise ValueError(f"model already holds {converted.__name__} layers: convert the float model instead")
+
+
 def _linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
     """``(name, layer)`` for every ``nn.Linear`` of ``model`` (a tied LM head too), listed before any is swapped."""
     return [(name, mod) for name, mod in model.named_modules() if isinstance(mod, nn.Linear)]
@@ -267,11 +307,24 @@ def to_int8(model: nn.Module, threshold: float = THRESHOLD, head_threshold: floa
     above the rest (|x| up to ~50), and with one scale per token they set the int8 step for all 576 inputs.
     A tied LM head gets its own int8 copy of the embedding matrix (the embedding keeps its float rows, read one
     row per token).
+
+    Checked before anything is replaced (a bad layer leaves the model as it was): ``model`` an ``nn.Module`` not
+    converted to bfloat16, the thresholds finite numbers ``>= 0``, every weight finite (the error names the layer).
     """
+    _check_model(model, BF16Linear)
+    check_number("threshold", threshold, minimum=0.0)
+    if head_threshold is not None:
+        check_number("head_threshold", head_threshold, minimum=0.0)
     head_threshold = threshold if head_threshold is None else head_threshold
+    layers = []
     for name, linear in _linears(model):
         is_head = name.rpartition(".")[2] == "lm_head"
-        replace_module(model, name, Int8Linear.from_linear(linear, head_threshold if is_head else threshold))
+        try:
+            layers.append((name, Int8Linear.from_linear(linear, head_threshold if is_head else threshold)))
+        except ValueError as e:  # name the layer (its weight holds NaN or inf ...)
+            raise ValueError(f"{name}: {e}") from None
+    for name, layer in layers:
+        replace_module(model, name, layer)
     return model
 
 
@@ -301,7 +354,12 @@ class BF16Linear(nn.Module):
     """
 
     def __init__(self, weight: nn.Parameter, bias: nn.Parameter | None = None) -> None:
+        """Checked: ``weight`` a 2-D bfloat16 tensor, ``bias`` None or ``(out,)`` in bfloat16."""
         super().__init__()
+        check_tensor("weight", weight)
+        if bias is not None and (check_tensor("bias", bias).shape != weight.shape[:1] or bias.dtype != weight.dtype):
+            raise ValueError(f"bias must be (out,) = {tuple(weight.shape[:1])} in the weight's dtype {weight.dtype}, "
+                             f"got {tuple(bias.shape)} {bias.dtype}")
         if weight.dtype != torch.bfloat16 or weight.dim() != 2:
             raise ValueError(f"weight must be a 2-D bfloat16 (out, in) tensor, got {weight.dtype} "
                              f"{tuple(weight.shape)}")
@@ -319,9 +377,12 @@ class BF16Linear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> BF16Linear:
         """Wrap a bfloat16 ``nn.Linear``'s own parameters (shared, not copied: a tie to an embedding stays)."""
+        _check_linear(linear)
         return cls(linear.weight, linear.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., in) -> (..., out)`` for ``x`` in the weight's dtype (oneDNN's packed kernel fails deep on others)."""
+        _check_input(x, self.in_features, dtype=self.weight.dtype)
         one_row = x.numel() == x.shape[-1] and x.device.type == "cpu"  # a decoding step
         if not one_row or torch.is_grad_enabled() or not ONEDNN_PACKING:
             return F.linear(x, self.weight, self.bias)  # (for several rows the packed kernel sums in another order)
@@ -351,6 +412,7 @@ def to_bf16(model: nn.Module) -> nn.Module:
 
     lmkit's norms and softmax compute in float32 internally, so only the storage and the matmuls are bfloat16.
     """
+    _check_model(model, Int8Linear)
     model.to(torch.bfloat16)
     for name, linear in _linears(model):
         replace_module(model, name, BF16Linear.from_linear(linear))
@@ -366,11 +428,13 @@ def fuse_projections(model: nn.Module) -> nn.Module:
 
     The fused layers compute the same numbers (their weights are the old ones stacked) in 4 matmuls per block
     instead of 7. Fuse *before* :func:`to_int8`: int8 scales are per output row, so fusing after would be the same
-    but needs float weights to stack.
+    but needs float weights to stack. Fusing a fused model changes nothing (``prepare_for_decoding`` twice).
     """
+    _check_model(model)
     for block in model.modules():
         if isinstance(block, Block):
-            block.attn.fuse_qkv()
+            if block.attn.qkv_proj is None:
+                block.attn.fuse_qkv()
             if block.ffn.gate_proj is not None:
                 block.ffn.fuse_gate_up()
     return model
