@@ -79,12 +79,12 @@ def zoh_matrix(delta: float, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Te
         exp(Δ [[A, B], [0, 0]]) = [[Ā, B̄], [0, I]]
 
     which equals ``Ā = exp(ΔA)``, ``B̄ = (ΔA)⁻¹(exp(ΔA) − I) ΔB`` whenever ``A`` is invertible, without inverting it.
-    Checked: ``delta`` a finite step ``>= 0`` (a NaN or inf step makes every entry NaN), ``A`` and ``B``
-    floating-point tensors of those shapes.
+    Checked: ``delta`` a finite step ``>= 0`` (a NaN or inf step makes every entry NaN), ``A`` a floating-point
+    tensor (``matrix_exp`` takes no other) and ``B`` a tensor, of those shapes.
     """
     check_number("delta (the step size)", delta, minimum=0.0)
     check_tensor("A", A, floating=True)
-    check_tensor("B", B, floating=True)
+    check_tensor("B", B)
     if A.ndim != 2 or A.shape[0] != A.shape[1] or B.ndim != 2 or B.shape[0] != A.shape[0]:
         raise ValueError(f"expected A (N, N) and B (N, M), got {tuple(A.shape)} and {tuple(B.shape)}")
     n, m = B.shape

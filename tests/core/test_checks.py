@@ -42,3 +42,27 @@ def test_check_token_ids_accepts_ids_in_the_vocabulary():
 def test_check_token_ids_names_the_problem(ids, error, message):
     with pytest.raises(error, match=message):
         checks.check_token_ids("input_ids", ids, vocab_size=10)
+
+
+def test_check_tensor_returns_the_tensor():
+    x = torch.zeros(2, 3)
+    assert checks.check_tensor("x", x) is x
+    assert checks.check_tensor("x", x, 2, "(batch, length)", floating=True) is x
+    assert checks.check_tensor("ids", torch.zeros(4, dtype=torch.long), 1) is not None
+
+
+@pytest.mark.parametrize(
+    ("value", "kwargs", "error", "message"),
+    [
+        ([[0.0]], {}, TypeError, r"^x must be a torch\.Tensor, got list$"),
+        (None, {}, TypeError, r"^x must be a torch\.Tensor, got NoneType$"),
+        (torch.zeros(2, dtype=torch.long), {"floating": True}, TypeError,
+         r"^x must be a floating-point tensor, got torch\.int64$"),
+        (torch.zeros(3), {"ndim": 2, "layout": "(batch, length)"}, ValueError,
+         r"^x must be a \(batch, length\) tensor, got shape \(3,\)$"),
+        (torch.zeros(1, 2, 3), {"ndim": 2}, ValueError, r"^x must be a 2-D tensor, got shape \(1, 2, 3\)$"),
+    ],
+)
+def test_check_tensor_names_the_problem(value, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        checks.check_tensor("x", value, **kwargs)
