@@ -80,7 +80,7 @@ def zoh_matrix(delta: float, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Te
 
     which equals ``Ā = exp(ΔA)``, ``B̄ = (ΔA)⁻¹(exp(ΔA) − I) ΔB`` whenever ``A`` is invertible, without inverting it.
     Checked: ``delta`` a finite step ``>= 0`` (a NaN or inf step makes every entry NaN), ``A`` a floating-point
-    tensor (``matrix_exp`` takes no other) and ``B`` a tensor, of those shapes.
+    tensor (the block takes its dtype: an integer one would truncate ``B``) and ``B`` a tensor, of those shapes.
     """
     check_number("delta (the step size)", delta, minimum=0.0)
     check_tensor("A", A, floating=True)
