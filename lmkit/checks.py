@@ -42,12 +42,17 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     return value
 
 
-def _bounds(minimum: float | None, maximum: float | None) -> str:
-    if minimum is not None and maximum is not None:
-        return f" in [{minimum}, {maximum}]"
-    if minimum is not None:
-        return f" >= {minimum}"
-    return "" if maximum is None else f" <= {maximum}"
+def _interval(minimum: float | None, maximum: float | None, above: float | None, below: float | None) -> str:
+    """The rule's bounds in words: `` in [0, 1)`` with a bound on each side, else `` > 0``, `` <= 8`` ..."""
+    low = f"[{minimum}" if minimum is not None else None if above is None else f"({above}"
+    high = f"{maximum}]" if maximum is not None else None if below is None else f"{below})"
+    if low and high:
+        return f" in {low}, {high}"
+    if low:
+        return f" >= {minimum}" if minimum is not None else f" > {above}"
+    if high:
+        return f" <= {maximum}" if maximum is not None else f" < {below}"
+    return ""
 
 
 def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -61,22 +66,9 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
         if maximum is None and minimum in (0, 1):
             rule = "a positive int" if minimum == 1 else "a non-negative int"
         else:
-            rule = "an int" + _bounds(minimum, maximum)
+            rule = "an int" + _interval(minimum, maximum, None, None)
         raise ValueError(f"{name} must be {rule}, got {value!r}")
     return value
-
-
-def _interval(minimum: float | None, maximum: float | None, above: float | None, below: float | None) -> str:
-    """The rule's bounds in words: `` in [0, 1)`` with a bound on each side, else `` > 0``, `` <= 8`` ..."""
-    low = f"[{minimum}" if minimum is not None else None if above is None else f"({above}"
-    high = f"{maximum}]" if maximum is not None else None if below is None else f"{below})"
-    if low and high:
-        return f" in {low}, {high}"
-    if low:
-        return f" >= {minimum}" if minimum is not None else f" > {above}"
-    if high:
-        return f" <= {maximum}" if maximum is not None else f" < {below}"
-    return ""
 
 
 def check_number(

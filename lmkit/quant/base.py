@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lmkit.checks import check_int
+from lmkit.checks import check_int, check_tensor
 
 
 @dataclass
@@ -96,10 +96,7 @@ def _lookup(method: str) -> tuple[Dequantizer, Matmul | None]:
 
 def check_finite(w: torch.Tensor, what: str = "tensor") -> None:
     """Raise ``ValueError`` for NaN/inf input: a single inf would make a whole block's scale inf."""
-    if not torch.is_tensor(w):
-        raise TypeError(f"{what} must be a torch.Tensor, got {type(w).__name__}")
-    if not w.is_floating_point():
-        raise TypeError(f"{what} must be a floating-point tensor, got {w.dtype}")
+    check_tensor(what, w, floating=True)
     if not bool(torch.isfinite(w).all()):
         raise ValueError(f"{what} contains NaN or inf; quantization needs finite values")
 
